@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Each creates (or refreshes) the local virtualenv in .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DURATION ?= 30
+
+.PHONY: setup run test bench soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Market-make on the embedded default (three simulated venues) for $(DURATION) s.
+run: setup
+	$(VENV)/bin/hft run --duration $(DURATION)
+
+## Unit, integration and short soak tests.
+test: setup
+	$(VENV)/bin/pytest -q
+
+## Benchmarks: printed tables, ratios to baselines measured in the same run.
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,78 @@
+"""Prometheus metrics, on an injectable registry.
+
+Labelled children are bound once per venue (``VenueMetrics``) so the hot path
+touches a prepared object instead of resolving labels on every update.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Tick-to-order lives in microseconds; acknowledgements in (sub-)milliseconds to seconds.
+TICK_TO_ORDER_BUCKETS = (5e-6, 10e-6, 20e-6, 35e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3, 0.025)
+ACK_BUCKETS = (1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Every metric the engine exports. Pass a fresh ``CollectorRegistry`` in tests."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.tick_to_order = Histogram(
+            "hft_tick_to_order_seconds",
+            "Market event received by the engine -> order command handed to the venue adapter",
+            buckets=TICK_TO_ORDER_BUCKETS, registry=r,
+        )
+        self.order_ack = Histogram(
+            "hft_order_ack_seconds", "Order sent -> venue acknowledgement (accepted/rejected/first fill)",
+            ["venue"], buckets=ACK_BUCKETS, registry=r,
+        )
+        self.book_updates = Counter("hft_book_updates", "Book snapshots and deltas applied", ["venue"], registry=r)
+        self.book_gaps = Counter("hft_book_gaps", "Sequence gaps detected (book invalid until resync)", ["venue"], registry=r)
+        self.book_resyncs = Counter("hft_book_resyncs", "Book snapshots requested after a gap", ["venue"], registry=r)
+        self.book_valid = Gauge("hft_book_valid", "1 when the venue's book is in the consolidated book", ["venue"], registry=r)
+        self.messages_dropped = Counter("hft_messages_dropped", "Malformed venue messages dropped", ["venue"], registry=r)
+        self.orders = Counter("hft_orders", "Orders sent", ["venue"], registry=r)
+        self.cancels = Counter("hft_cancels", "Cancels sent", ["venue"], registry=r)
+        self.fills = Counter("hft_fills", "Fills received (duplicates excluded)", ["venue"], registry=r)
+        self.duplicate_fills = Counter("hft_duplicate_fills", "Fills seen twice and ignored", ["venue"], registry=r)
+        self.filled_qty = Counter("hft_filled_base", "Base quantity filled", ["venue"], registry=r)
+        self.rejects = Counter("hft_rejects", "Orders the venue rejected", ["venue"], registry=r)
+        self.risk_denials = Counter("hft_risk_denials", "Orders stopped by pre-trade checks", ["venue", "reason"], registry=r)
+        self.venue_up = Gauge("hft_venue_up", "1 when the venue is connected", ["venue"], registry=r)
+        self.position = Gauge("hft_position_base", "Position in the base asset", ["venue"], registry=r)
+        self.pnl_realized = Gauge("hft_pnl_realized_quote", "Realised P&L before fees", registry=r)
+        self.pnl_unrealized = Gauge("hft_pnl_unrealized_quote", "Unrealised P&L at the consolidated mid", registry=r)
+        self.fees = Gauge("hft_fees_quote", "Fees paid (negative: rebates earned)", registry=r)
+        self.pnl_net = Gauge("hft_pnl_net_quote", "Realised + unrealised - fees", registry=r)
+        self.open_orders = Gauge("hft_open_orders", "Our orders resting", ["venue"], registry=r)
+
+    def venue(self, name: str) -> "VenueMetrics":
+        return VenueMetrics(self, name)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP endpoint in a daemon thread; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return server.server_address[1]
+
+    def shutdown(self) -> None:
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            self._server = None
+
+
+class VenueMetrics:
+    """Children of the labelled metrics for one venue, bound once."""
+
+    __slots__ = (
+        "order_ack", "book_updates", "book_gaps", "book_resyncs", "book_valid", "messages_dropped", "orders",
+        "cancels", "fills", "duplicate_fills", "filled_qty", "rejects", "venue_up", "position", "open_orders",
+    )
+
+    def __init__(self, m: Metrics, venue: str) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(m, name).labels(venue=venue))
