@@ -1,0 +1,644 @@
+"""The engine: one asyncio loop, one direction.
+
+``adapters → books → strategy → pre-trade checks → adapters``. Adapters call
+:meth:`Engine.on_event` directly (no queue hop); order commands go straight to
+the adapter after the checks. The engine owns every task it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hft import numbers
+from hft.book import ConsolidatedBook, VenueBook
+from hft.clock import Clock
+from hft.events import (
+    BalancesUpdated,
+    BookDelta,
+    BookSnapshot,
+    CancelRejected,
+    MessageDropped,
+    OrderAccepted,
+    OrderCanceled,
+    OrderFilled,
+    OrderRejected,
+    TradeTick,
+    VenueStatus,
+)
+from hft.metrics import Metrics, VenueMetrics
+from hft.model import Instrument, Order, OrderStatus, OrderType, Side, TimeInForce
+from hft.portfolio import Portfolio, Position
+from hft.registry import Registry
+from hft.risk import Exposure, PreTradeRisk, RiskLimits
+from hft.strategy import Strategy
+from hft.venue import VenueAdapter
+
+log = logging.getLogger(__name__)
+
+_SEEN_FILLS_KEPT = 200_000
+
+
+@dataclass(slots=True)
+class VenueStats:
+    orders: int = 0
+    fills: int = 0
+    rejects: int = 0
+    cancels: int = 0
+    volume: int = 0  # base
+    notional: int = 0  # quote
+    gaps: int = 0
+    dropped: int = 0
+
+
+@dataclass(slots=True)
+class Summary:
+    """What a run did; printed at the end and returned to callers and tests."""
+
+    duration_s: float
+    venues: dict[str, VenueStats]
+    positions: dict[str, int]
+    position_total: int
+    realized: int
+    unrealized: int
+    fees: int
+    net_pnl: int
+    open_orders_left: dict[str, int]
+    risk_denials: dict[str, int]
+    max_abs_position_venue: dict[str, int] = field(default_factory=dict)
+    max_abs_position_total: int = 0
+    duplicate_fills: int = 0
+
+
+class Engine:
+    """Wires venues, books, strategy, risk, portfolio and metrics for one symbol set."""
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        venue_registry: Registry,
+        strategy_registry: Registry,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        status_printer: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.metrics = metrics or Metrics()
+        self._venue_registry = venue_registry
+        self._strategy_registry = strategy_registry
+        self._print_status = status_printer
+        lim = config.risk
+        self.limits = RiskLimits(
+            max_order_qty=lim.max_order_qty,
+            max_order_notional=lim.max_order_notional,
+            max_position_per_venue=lim.max_position_per_venue,
+            max_position_total=lim.max_position_total,
+            max_orders_per_second=float(lim.max_orders_per_second),
+        )
+        self.risk = PreTradeRisk(self.limits)
+        self.exposure = Exposure()
+        self.adapters: dict[str, VenueAdapter] = {}
+        self.books: dict[str, ConsolidatedBook] = {}
+        self.portfolios: dict[str, Portfolio] = {}
+        self.orders: dict[str, Order] = {}
+        self.open_orders: dict[str, dict[str, Order]] = {}
+        self.stats: dict[str, VenueStats] = {}
+        self.risk_denials: dict[str, int] = {}
+        self.strategy: Strategy | None = None
+        self._vm: dict[str, VenueMetrics] = {}
+        self._seen_fills: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._duplicate_fills = 0
+        self._tick_recv_ns = 0  # receipt time of the market event being handled, 0 outside one
+        self._tasks: set[asyncio.Task] = set()
+        self._resyncing: set[tuple[str, str]] = set()
+        self._accepting_orders = False
+        self._cid_counter = itertools.count(1)
+        self._cid_prefix = "h" + _base36(int(time.time() * 10) % 36**6) + "-"
+        self._started_ns = 0
+        self._max_abs_venue: dict[str, int] = {}
+        self._max_abs_total = 0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            BookDelta: self._on_book_delta,
+            BookSnapshot: self._on_book_snapshot,
+            TradeTick: self._on_trade,
+            OrderAccepted: self._on_accepted,
+            OrderRejected: self._on_rejected,
+            OrderCanceled: self._on_canceled,
+            OrderFilled: self._on_filled,
+            CancelRejected: self._on_cancel_rejected,
+            BalancesUpdated: self._on_balances,
+            VenueStatus: self._on_venue_status,
+            MessageDropped: self._on_message_dropped,
+        }
+
+    # ------------------------------------------------------------------ set-up
+    def build(self) -> None:
+        """Create adapters, books and the strategy from the config (no I/O)."""
+        cfg = self.config
+        seed = cfg.engine.seed
+        for i, vc in enumerate(cfg.venues):
+            cls = self._venue_registry.resolve(vc.type)
+            adapter = cls(
+                vc.name,
+                list(vc.symbols),
+                vc.options,
+                self.on_event,
+                self.clock,
+                api_key=vc.api_key.reveal() if vc.api_key else None,
+                api_secret=vc.api_secret.reveal() if vc.api_secret else None,
+                seed=None if seed is None else seed * 1000 + i,
+            )
+            self.adapters[vc.name] = adapter
+            self.open_orders[vc.name] = {}
+            self.stats[vc.name] = VenueStats()
+            self._vm[vc.name] = self.metrics.venue(vc.name)
+            self._max_abs_venue[vc.name] = 0
+            for symbol in vc.symbols:
+                if symbol not in self.books:
+                    stale_ns = int(cfg.engine.stale_book_after_s * 1e9)
+                    self.books[symbol] = ConsolidatedBook(symbol, max_age_ns=stale_ns)
+                    self.portfolios[symbol] = Portfolio([])
+                self.portfolios[symbol].by_venue.setdefault(vc.name, Position())
+        sc = cfg.strategy
+        strategy_cls = self._strategy_registry.resolve(sc.type)
+        venues = list(sc.venues) if sc.venues else [v.name for v in cfg.venues]
+        self.strategy = strategy_cls(self, sc.symbol, venues, sc.params)
+
+    async def start(self) -> None:
+        """Connect every venue, load instruments, subscribe books, start the strategy."""
+        if not self.adapters:
+            self.build()
+        self._started_ns = self.clock.mono_ns()
+        await asyncio.gather(*(a.connect() for a in self.adapters.values()))
+        for name, adapter in self.adapters.items():
+            self._vm[name].venue_up.set(1)
+            for symbol in adapter.symbols:
+                self._resyncing.add((name, symbol))  # no book until its first snapshot
+                inst = adapter.instruments[symbol]
+                self.books[symbol].add_venue(name, inst.taker_fee_ppm)
+                self._vm[name].book_valid.set(0)
+        await asyncio.gather(*(a.subscribe_books() for a in self.adapters.values()))
+        self._accepting_orders = True
+        assert self.strategy is not None
+        self.strategy.on_start()
+        self._spawn(self._timer_loop(), "timer")
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
+        """Start a task the engine owns: kept until done, cancelled and awaited by ``stop()``."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # ------------------------------------------------------- trading API (ctx)
+    def instrument(self, venue: str, symbol: str) -> Instrument:
+        return self.adapters[venue].instruments[symbol]
+
+    def consolidated(self, symbol: str) -> ConsolidatedBook:
+        return self.books[symbol]
+
+    def venue_book(self, venue: str, symbol: str) -> VenueBook:
+        return self.books[symbol].venue_book(venue)
+
+    def portfolio(self, symbol: str) -> Portfolio:
+        return self.portfolios[symbol]
+
+    def open_orders_of(self, venue: str) -> dict[str, Order]:
+        """Our open orders on a venue by client order id (read-only view)."""
+        return self.open_orders[venue]
+
+    def next_client_order_id(self) -> str:
+        return f"{self._cid_prefix}{next(self._cid_counter)}"
+
+    def submit_order(
+        self,
+        venue: str,
+        symbol: str,
+        side: Side,
+        qty: int,
+        price: int | None = None,
+        *,
+        order_type: OrderType = OrderType.LIMIT,
+        time_in_force: TimeInForce = TimeInForce.GTC,
+        post_only: bool = False,
+        tag: str = "",
+    ) -> Order | None:
+        """Check and send an order. Returns it, or ``None`` if a pre-trade check denied it."""
+        now = self.clock.mono_ns()
+        order = Order(
+            self.next_client_order_id(), venue, symbol, side, qty, price, order_type, time_in_force, post_only,
+            created_ns=now, updated_ns=now, tag=tag,
+        )
+        if not self._accepting_orders:
+            self._deny(order, "engine_not_trading")
+            return None
+        portfolio = self.portfolios[symbol]
+        book = self.books[symbol]
+        reason = self.risk.check(
+            order, book.mid() or 0, portfolio.by_venue[venue].qty, portfolio.total.qty, self.exposure, now
+        )
+        if reason is not None:
+            self._deny(order, reason)
+            return None
+        self.orders[order.client_order_id] = order
+        self.open_orders[venue][order.client_order_id] = order
+        self.exposure.add(venue, side, qty)
+        self.stats[venue].orders += 1
+        vm = self._vm[venue]
+        vm.orders.inc()
+        if self._tick_recv_ns:
+            self.metrics.tick_to_order.observe((self.clock.mono_ns() - self._tick_recv_ns) * 1e-9)
+        self.adapters[venue].submit(order)
+        return order
+
+    def cancel_order(self, order: Order) -> bool:
+        """Ask the venue to cancel; returns False if the order is done or a cancel is already out."""
+        if order.status.is_done or order.cancel_requested_ns:
+            return False
+        order.cancel_requested_ns = self.clock.mono_ns()
+        self.stats[order.venue].cancels += 1
+        self._vm[order.venue].cancels.inc()
+        self.adapters[order.venue].cancel(order)
+        return True
+
+    def _deny(self, order: Order, reason: str) -> None:
+        self.risk_denials[reason] = self.risk_denials.get(reason, 0) + 1
+        self.metrics.risk_denials.labels(venue=order.venue, reason=reason).inc()
+        log.debug("denied %s %s %s: %s", order.venue, order.side.name, numbers.to_str(order.qty), reason)
+
+    # ------------------------------------------------------------------ events
+    def on_event(self, event: Any) -> None:
+        """The adapters' sink. Never raises: a failing handler is logged and counted."""
+        try:
+            self._handlers[type(event)](event)
+        except Exception:  # noqa: BLE001 - the loop must survive a bad event or strategy bug
+            log.exception("error handling %s", type(event).__name__)
+
+    def _on_book_delta(self, ev: BookDelta) -> None:
+        book = self.books.get(ev.symbol)
+        if book is None:
+            return
+        vm = self._vm[ev.venue]
+        vm.book_updates.inc()
+        if not book.apply_delta(ev.venue, ev.first_seq, ev.last_seq, ev.bids, ev.asks, ev.ts_recv):
+            if (ev.venue, ev.symbol) in self._resyncing:
+                return  # the book is waiting for its snapshot
+            self._on_gap(ev.venue, ev.symbol)  # then tell the strategy: the venue is out
+        self._after_book(ev.venue, ev.symbol, ev.ts_recv)
+
+    def _on_book_snapshot(self, ev: BookSnapshot) -> None:
+        book = self.books.get(ev.symbol)
+        if book is None:
+            return
+        self._vm[ev.venue].book_updates.inc()
+        book.apply_snapshot(ev.venue, ev.bids, ev.asks, ev.seq, ev.ts_recv)
+        self._resyncing.discard((ev.venue, ev.symbol))
+        self._vm[ev.venue].book_valid.set(1)
+        self._after_book(ev.venue, ev.symbol, ev.ts_recv)
+
+    def _after_book(self, venue: str, symbol: str, ts_recv: int) -> None:
+        strategy = self.strategy
+        if strategy is not None and self._accepting_orders and symbol == strategy.symbol:
+            self._tick_recv_ns = ts_recv
+            try:
+                strategy.on_book(venue, symbol)
+            finally:
+                self._tick_recv_ns = 0
+
+    def _on_gap(self, venue: str, symbol: str) -> None:
+        self.stats[venue].gaps += 1
+        vm = self._vm[venue]
+        vm.book_gaps.inc()
+        vm.book_valid.set(0)
+        self._resyncing.add((venue, symbol))
+        vm.book_resyncs.inc()
+        log.warning("venue %s: %s book gap, resyncing", venue, symbol)
+        self._spawn(self.adapters[venue].resync_book(symbol), f"resync:{venue}:{symbol}")
+
+    def _on_trade(self, ev: TradeTick) -> None:
+        if self.strategy is not None and self._accepting_orders:
+            self.strategy.on_trade(ev)
+
+    def _order_for(self, venue: str, client_order_id: str) -> Order | None:
+        order = self.orders.get(client_order_id)
+        if order is None or order.venue != venue:
+            log.warning("venue %s: event for unknown order %s", venue, client_order_id)
+            return None
+        return order
+
+    def _on_accepted(self, ev: OrderAccepted) -> None:
+        order = self._order_for(ev.venue, ev.client_order_id)
+        if order is None:
+            return
+        order.venue_order_id = ev.venue_order_id
+        if order.status is OrderStatus.PENDING:
+            order.status = OrderStatus.OPEN
+            self._vm[ev.venue].order_ack.observe((ev.ts_recv - order.created_ns) * 1e-9)
+        order.updated_ns = ev.ts_recv
+        if self.strategy is not None:
+            self.strategy.on_order_update(order)
+
+    def _on_rejected(self, ev: OrderRejected) -> None:
+        order = self._order_for(ev.venue, ev.client_order_id)
+        if order is None or order.status.is_done:
+            return
+        if order.status is OrderStatus.PENDING:
+            self._vm[ev.venue].order_ack.observe((ev.ts_recv - order.created_ns) * 1e-9)
+        order.reject_reason = ev.reason
+        self.stats[ev.venue].rejects += 1
+        self._vm[ev.venue].rejects.inc()
+        log.info("venue %s rejected %s: %s", ev.venue, ev.client_order_id, ev.reason)
+        self._finish(order, OrderStatus.REJECTED, ev.ts_recv)
+
+    def _on_canceled(self, ev: OrderCanceled) -> None:
+        order = self._order_for(ev.venue, ev.client_order_id)
+        if order is None or order.status.is_done:
+            return
+        self._finish(order, OrderStatus.EXPIRED if ev.expired else OrderStatus.CANCELED, ev.ts_recv)
+
+    def _on_cancel_rejected(self, ev: CancelRejected) -> None:
+        order = self._order_for(ev.venue, ev.client_order_id)
+        if order is not None:
+            order.cancel_requested_ns = 0  # allow another attempt; the order's state comes from its own events
+            log.info("venue %s refused to cancel %s: %s", ev.venue, ev.client_order_id, ev.reason)
+
+    def _finish(self, order: Order, status: OrderStatus, ts: int) -> None:
+        remaining = order.qty - order.filled_qty
+        if remaining:
+            self.exposure.add(order.venue, order.side, -remaining)
+        order.status = status
+        order.updated_ns = ts
+        self.open_orders[order.venue].pop(order.client_order_id, None)
+        if self.strategy is not None:
+            self.strategy.on_order_update(order)
+
+    def _on_filled(self, ev: OrderFilled) -> None:
+        fill = ev.fill
+        key = (fill.venue, fill.trade_id)
+        vm = self._vm[fill.venue]
+        if key in self._seen_fills:
+            self._duplicate_fills += 1
+            vm.duplicate_fills.inc()
+            return
+        order = self._order_for(fill.venue, fill.client_order_id)
+        if order is None:
+            return
+        seen = self._seen_fills
+        seen[key] = None
+        if len(seen) > _SEEN_FILLS_KEPT:
+            seen.popitem(last=False)
+        if order.status is OrderStatus.PENDING:
+            vm.order_ack.observe((fill.ts_recv - order.created_ns) * 1e-9)
+        qty = min(fill.qty, order.qty - order.filled_qty)
+        order.filled_qty += fill.qty
+        order.filled_notional += numbers.mul(fill.price, fill.qty)
+        order.fees += fill.fee
+        if not order.status.is_done:
+            self.exposure.add(order.venue, order.side, -qty)
+        portfolio = self.portfolios[fill.symbol]
+        portfolio.on_fill(fill)
+        st = self.stats[fill.venue]
+        st.fills += 1
+        st.volume += fill.qty
+        st.notional += numbers.mul(fill.price, fill.qty)
+        vm.fills.inc()
+        vm.filled_qty.inc(numbers.to_float(fill.qty))
+        pos_v = abs(portfolio.by_venue[fill.venue].qty)
+        if pos_v > self._max_abs_venue[fill.venue]:
+            self._max_abs_venue[fill.venue] = pos_v
+        pos_t = abs(portfolio.total.qty)
+        if pos_t > self._max_abs_total:
+            self._max_abs_total = pos_t
+        if not order.status.is_done:
+            if order.filled_qty >= order.qty:
+                order.status = OrderStatus.FILLED
+                order.updated_ns = fill.ts_recv
+                self.open_orders[order.venue].pop(order.client_order_id, None)
+            else:  # an IOC remainder that expires arrives as its own OrderCanceled(expired)
+                order.status = OrderStatus.PARTIALLY_FILLED
+        if self.strategy is not None:
+            self.strategy.on_fill(fill, order)
+
+    def _on_balances(self, ev: BalancesUpdated) -> None:
+        log.debug("venue %s balances: %s", ev.venue, {a: numbers.to_str(b.total) for a, b in ev.balances.items()})
+
+    def _on_venue_status(self, ev: VenueStatus) -> None:
+        vm = self._vm[ev.venue]
+        vm.venue_up.set(1 if ev.connected else 0)
+        if not ev.connected:
+            log.warning("venue %s disconnected: %s", ev.venue, ev.reason)
+            for symbol, book in self.books.items():
+                if ev.venue in book.venues:
+                    book.invalidate(ev.venue, ev.reason)
+                    self._resyncing.add((ev.venue, symbol))  # the adapter sends a snapshot on reconnect
+            vm.book_valid.set(0)
+
+    def _on_message_dropped(self, ev: MessageDropped) -> None:
+        self.stats[ev.venue].dropped += 1
+        self._vm[ev.venue].messages_dropped.inc()
+        log.warning("venue %s: dropped malformed message: %s", ev.venue, ev.reason)
+
+    # ---------------------------------------------------------- housekeeping
+    async def _timer_loop(self) -> None:
+        interval = self.config.engine.status_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._on_timer()
+            except Exception:  # noqa: BLE001 - housekeeping must keep running
+                log.exception("timer failed")
+
+    def _on_timer(self) -> None:
+        """Periodic housekeeping: stale books out, gauges, the strategy's timer, the status."""
+        now = self.clock.mono_ns()
+        for book in self.books.values():
+            for venue in book.expire_stale(now):
+                log.warning("venue %s: %s book stale, left out of the consolidated book", venue, book.symbol)
+                self._vm[venue].book_valid.set(0)
+        self.refresh_gauges()
+        if self.strategy is not None and self._accepting_orders:
+            self.strategy.on_timer(now)
+        if self._print_status is not None:
+            self._print_status(self.status_text())
+
+    def refresh_gauges(self) -> None:
+        """Marks portfolios to the consolidated mid and exports positions and P&L."""
+        m = self.metrics
+        realized = unrealized = fees = 0
+        for symbol, portfolio in self.portfolios.items():
+            mid = self.books[symbol].mid()
+            if mid:
+                portfolio.mark = mid
+            realized += portfolio.realized()
+            unrealized += portfolio.unrealized()
+            fees += portfolio.fees()
+            for venue, pos in portfolio.by_venue.items():
+                self._vm[venue].position.set(numbers.to_float(pos.qty))
+            m.position.labels(venue="total").set(numbers.to_float(portfolio.total.qty))
+        for venue, orders in self.open_orders.items():
+            self._vm[venue].open_orders.set(len(orders))
+        m.pnl_realized.set(numbers.to_float(realized))
+        m.pnl_unrealized.set(numbers.to_float(unrealized))
+        m.fees.set(numbers.to_float(fees))
+        m.pnl_net.set(numbers.to_float(realized + unrealized - fees))
+
+    def status_text(self) -> str:
+        """A compact multi-line live status."""
+        lines = []
+        elapsed = (self.clock.mono_ns() - self._started_ns) / 1e9
+        for symbol, book in self.books.items():
+            bb, ba = book.best_bid(), book.best_ask()
+            top = (
+                f"{numbers.to_str(bb[0])} / {numbers.to_str(ba[0])}"
+                if bb and ba else "no two-sided book"
+            )
+            p = self.portfolios[symbol]
+            lines.append(
+                f"[{elapsed:7.1f}s] {symbol} consolidated {top} | pos {numbers.to_str(p.total.qty)}"
+                f" | pnl {_money(p.net_pnl())} (fees {_money(p.fees())})"
+            )
+        for venue, adapter in self.adapters.items():
+            st = self.stats[venue]
+            valid = all(self.books[s].is_active(venue) for s in adapter.symbols)
+            quotes = " ".join(
+                f"{'B' if o.side is Side.BUY else 'S'}{numbers.to_str(o.price or 0)}"
+                for o in sorted(self.open_orders[venue].values(), key=lambda o: -(o.price or 0))
+            )
+            pos = sum(self.portfolios[s].by_venue[venue].qty for s in adapter.symbols)
+            lines.append(
+                f"  {venue:<8} {'up' if adapter.connected and valid else 'DOWN':<4} pos {numbers.to_str(pos):>8}"
+                f" fills {st.fills:>5} orders {st.orders:>6} | {quotes}"
+            )
+        if self.strategy is not None:
+            extra = self.strategy.status_line()
+            if extra:
+                lines.append("  " + extra)
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- shutdown
+    async def stop(self) -> Summary:
+        """Stop trading, cancel every resting order, confirm none remain, close venues."""
+        self._accepting_orders = False
+        if self.strategy is not None:
+            try:
+                self.strategy.on_stop()
+            except Exception:  # noqa: BLE001
+                log.exception("strategy on_stop failed")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        timeout = self.config.engine.shutdown_timeout_s
+        left = await self._cancel_everything(timeout)
+        self.refresh_gauges()
+        await asyncio.gather(*(a.close() for a in self.adapters.values()), return_exceptions=True)
+        for vm in self._vm.values():
+            vm.venue_up.set(0)
+        return self.summary(left)
+
+    async def _cancel_everything(self, timeout: float) -> dict[str, int]:
+        """Cancel all on every venue until each venue reports no open order; returns what is left."""
+        deadline = time.monotonic() + timeout
+        left: dict[str, int] = {}
+
+        async def one(name: str, adapter: VenueAdapter) -> None:
+            while True:
+                try:
+                    await adapter.cancel_all()
+                    remaining = await adapter.fetch_open_orders()
+                except Exception as exc:  # noqa: BLE001 - keep trying until the deadline
+                    log.warning("venue %s: cancel-all failed: %s", name, exc)
+                    remaining = None
+                if remaining == []:
+                    left[name] = 0
+                    return
+                if time.monotonic() >= deadline:
+                    left[name] = -1 if remaining is None else len(remaining)
+                    log.error("venue %s: orders may remain open after shutdown: %s", name, left[name])
+                    return
+                await asyncio.sleep(0.2)
+
+        await asyncio.gather(*(one(n, a) for n, a in self.adapters.items() if a.connected))
+        # The venues' cancel events settle our own view; give them a moment to arrive.
+        while any(self.open_orders.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for name, orders in self.open_orders.items():
+            for order in list(orders.values()):
+                if left.get(name) == 0:  # the venue says nothing is open: so is this order
+                    self._finish(order, OrderStatus.CANCELED, self.clock.mono_ns())
+        return left
+
+    def summary(self, open_left: dict[str, int]) -> Summary:
+        realized = unrealized = fees = total = 0
+        positions: dict[str, int] = {}
+        for portfolio in self.portfolios.values():
+            realized += portfolio.realized()
+            unrealized += portfolio.unrealized()
+            fees += portfolio.fees()
+            total += portfolio.total.qty
+            for venue, pos in portfolio.by_venue.items():
+                positions[venue] = positions.get(venue, 0) + pos.qty
+        return Summary(
+            duration_s=(self.clock.mono_ns() - self._started_ns) / 1e9,
+            venues=dict(self.stats),
+            positions=positions,
+            position_total=total,
+            realized=realized,
+            unrealized=unrealized,
+            fees=fees,
+            net_pnl=realized + unrealized - fees,
+            open_orders_left=open_left,
+            risk_denials=dict(self.risk_denials),
+            max_abs_position_venue=dict(self._max_abs_venue),
+            max_abs_position_total=self._max_abs_total,
+            duplicate_fills=self._duplicate_fills,
+        )
+
+
+def _money(v: int) -> str:
+    return f"{numbers.to_float(v):,.2f}"
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
+
+
+def format_summary(s: Summary) -> str:
+    """The final report printed by ``hft run``."""
+    lines = [f"Summary after {s.duration_s:.1f}s", ""]
+    lines.append(f"{'venue':<10}{'orders':>8}{'fills':>7}{'rejects':>8}{'volume':>12}{'position':>12}{'gaps':>6}{'left open':>10}")
+    for venue, st in s.venues.items():
+        left = s.open_orders_left.get(venue, 0)
+        lines.append(
+            f"{venue:<10}{st.orders:>8}{st.fills:>7}{st.rejects:>8}{numbers.to_str(st.volume):>12}"
+            f"{numbers.to_str(s.positions.get(venue, 0)):>12}{st.gaps:>6}{'?' if left < 0 else left:>10}"
+        )
+    lines.append("")
+    lines.append(f"position total   {numbers.to_str(s.position_total)}")
+    lines.append(f"realised P&L     {_money(s.realized)}")
+    lines.append(f"unrealised P&L   {_money(s.unrealized)}")
+    lines.append(f"fees             {_money(s.fees)}")
+    lines.append(f"net P&L          {_money(s.net_pnl)}")
+    if s.risk_denials:
+        lines.append("risk denials     " + ", ".join(f"{k}={v}" for k, v in sorted(s.risk_denials.items())))
+    if s.duplicate_fills:
+        lines.append(f"duplicate fills ignored: {s.duplicate_fills}")
+    return "\n".join(lines)

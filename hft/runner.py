@@ -1,0 +1,105 @@
+"""``hft run``: start everything, show a live status, stop cleanly, print a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any, Callable
+
+from hft.engine import Engine, Summary, format_summary
+from hft.metrics import Metrics
+from hft.registry import Registry
+from hft.secrets import redact
+
+log = logging.getLogger(__name__)
+
+
+async def run(
+    cfg: Any,
+    venues: Registry,
+    strategies: Registry,
+    *,
+    duration: float | None = None,
+    quiet: bool = False,
+    install_signals: bool = False,
+    metrics: Metrics | None = None,
+    out: Callable[[str], None] | None = None,
+    on_started: Callable[[Engine], None] | None = None,
+) -> int:
+    """Run until ``duration`` elapses or a stop signal; returns the process exit code."""
+    summary = await run_engine(
+        cfg, venues, strategies, duration=duration, quiet=quiet, install_signals=install_signals,
+        metrics=metrics, out=out, on_started=on_started,
+    )
+    if summary is None:
+        return 1
+    return 0 if all(v == 0 for v in summary.open_orders_left.values()) else 1
+
+
+async def run_engine(
+    cfg: Any,
+    venues: Registry,
+    strategies: Registry,
+    *,
+    duration: float | None = None,
+    quiet: bool = False,
+    install_signals: bool = False,
+    metrics: Metrics | None = None,
+    out: Callable[[str], None] | None = None,
+    on_started: Callable[[Engine], None] | None = None,
+) -> Summary | None:
+    """Like :func:`run` but returns the :class:`Summary` (``None`` if start-up failed)."""
+    write = out or _print
+    metrics = metrics or Metrics()
+    engine = Engine(
+        cfg, venue_registry=venues, strategy_registry=strategies, metrics=metrics,
+        status_printer=None if quiet else (lambda text: write(text + "\n")),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if install_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    port = None
+    if cfg.metrics.enabled:
+        try:
+            port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            write(f"error: metrics endpoint {cfg.metrics.host}:{cfg.metrics.port}: {exc.strerror or exc}\n")
+            return None
+    try:
+        try:
+            engine.build()
+            await engine.start()
+        except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, then everything is closed
+            write(f"error: start-up failed: {redact(str(exc)) or type(exc).__name__}\n")
+            log.debug("start-up failure", exc_info=True)
+            await engine.stop()
+            return None
+        venues_text = ", ".join(f"{n} ({type(a).type_name})" for n, a in engine.adapters.items())
+        write(f"hft: trading {engine.strategy.symbol if engine.strategy else '?'} on {venues_text}\n")
+        if port is not None:
+            write(f"hft: metrics at http://{cfg.metrics.host}:{port}/metrics\n")
+        write(f"hft: {'running for %.0fs' % duration if duration else 'running'}; Ctrl-C stops cleanly\n")
+        if on_started is not None:
+            on_started(engine)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=duration)
+        except asyncio.TimeoutError:
+            pass
+        write("hft: stopping: cancelling resting orders on every venue\n")
+        summary = await engine.stop()
+        write(format_summary(summary) + "\n")
+        return summary
+    finally:
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        metrics.shutdown()
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
