@@ -32,7 +32,7 @@ from hft.events import (
     VenueStatus,
 )
 from hft.metrics import Metrics, VenueMetrics
-from hft.model import Instrument, Order, OrderStatus, OrderType, Side, TimeInForce
+from hft.model import Fill, Instrument, Order, OrderStatus, OrderType, Side, TimeInForce
 from hft.portfolio import Portfolio, Position
 from hft.registry import Registry
 from hft.risk import Exposure, PreTradeRisk, RiskLimits
@@ -117,6 +117,7 @@ class Engine:
         self._duplicate_fills = 0
         self._tick_recv_ns = 0  # receipt time of the market event being handled, 0 outside one
         self._tasks: set[asyncio.Task] = set()
+        self._order_listeners: list[Callable[[Order, Fill | None], None]] = []
         self._resyncing: set[tuple[str, str]] = set()
         self._accepting_orders = False
         self._cid_counter = itertools.count(1)
@@ -139,8 +140,8 @@ class Engine:
         }
 
     # ------------------------------------------------------------------ set-up
-    def build(self) -> None:
-        """Create adapters, books and the strategy from the config (no I/O)."""
+    def build(self, *, with_strategy: bool = True) -> None:
+        """Create adapters, books and (unless told not to) the strategy from the config (no I/O)."""
         cfg = self.config
         seed = cfg.engine.seed
         for i, vc in enumerate(cfg.venues):
@@ -166,6 +167,8 @@ class Engine:
                     self.books[symbol] = ConsolidatedBook(symbol, max_age_ns=stale_ns)
                     self.portfolios[symbol] = Portfolio([])
                 self.portfolios[symbol].by_venue.setdefault(vc.name, Position())
+        if not with_strategy:
+            return
         sc = cfg.strategy
         strategy_cls = self._strategy_registry.resolve(sc.type)
         venues = list(sc.venues) if sc.venues else [v.name for v in cfg.venues]
@@ -186,9 +189,15 @@ class Engine:
                 self._vm[name].book_valid.set(0)
         await asyncio.gather(*(a.subscribe_books() for a in self.adapters.values()))
         self._accepting_orders = True
-        assert self.strategy is not None
-        self.strategy.on_start()
+        if self.strategy is not None:
+            self.strategy.on_start()
         self._spawn(self._timer_loop(), "timer")
+
+    async def wait_for_books(self, timeout: float = 10.0) -> None:
+        """Wait until every venue's book has had its first snapshot (raises ``TimeoutError``)."""
+        async with asyncio.timeout(timeout):
+            while self._resyncing:
+                await asyncio.sleep(0.005)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task:
         """Start a task the engine owns: kept until done, cancelled and awaited by ``stop()``."""
@@ -347,8 +356,7 @@ class Engine:
             order.status = OrderStatus.OPEN
             self._vm[ev.venue].order_ack.observe((ev.ts_recv - order.created_ns) * 1e-9)
         order.updated_ns = ev.ts_recv
-        if self.strategy is not None:
-            self.strategy.on_order_update(order)
+        self._notify(order, None)
 
     def _on_rejected(self, ev: OrderRejected) -> None:
         order = self._order_for(ev.venue, ev.client_order_id)
@@ -381,8 +389,7 @@ class Engine:
         order.status = status
         order.updated_ns = ts
         self.open_orders[order.venue].pop(order.client_order_id, None)
-        if self.strategy is not None:
-            self.strategy.on_order_update(order)
+        self._notify(order, None)
 
     def _on_filled(self, ev: OrderFilled) -> None:
         fill = ev.fill
@@ -428,8 +435,24 @@ class Engine:
                 self.open_orders[order.venue].pop(order.client_order_id, None)
             else:  # an IOC remainder that expires arrives as its own OrderCanceled(expired)
                 order.status = OrderStatus.PARTIALLY_FILLED
-        if self.strategy is not None:
-            self.strategy.on_fill(fill, order)
+        self._notify(order, fill)
+
+    def add_order_listener(self, listener: Callable[[Order, Fill | None], None]) -> None:
+        """Also tell ``listener(order, fill_or_None)`` of every order change (router, journal, tests)."""
+        self._order_listeners.append(listener)
+
+    def remove_order_listener(self, listener: Callable[[Order, Fill | None], None]) -> None:
+        self._order_listeners.remove(listener)
+
+    def _notify(self, order: Order, fill: Fill | None) -> None:
+        strategy = self.strategy
+        if strategy is not None:
+            if fill is None:
+                strategy.on_order_update(order)
+            else:
+                strategy.on_fill(fill, order)
+        for listener in self._order_listeners:
+            listener(order, fill)
 
     def _on_balances(self, ev: BalancesUpdated) -> None:
         log.debug("venue %s balances: %s", ev.venue, {a: numbers.to_str(b.total) for a, b in ev.balances.items()})
