@@ -14,6 +14,7 @@ from hft import numbers
 from hft.config import load_config
 from hft.engine import Engine
 from hft.metrics import Metrics
+from hft.model import Side
 from hft.registry import strategy_registry, venue_registry
 from hft.runner import run_engine
 from hft.secrets import install_log_redaction
@@ -105,23 +106,63 @@ async def test_default_config_market_makes_on_three_venues_and_shuts_down_clean(
     assert "hft_book_gaps_total{venue=\"alpha\"}" in scraped
 
 
-async def test_gaps_are_detected_resynced_and_not_quoted_from(monkeypatch):
+async def test_gaps_are_detected_resynced_and_end_equal_to_the_venue_book():
     cfg, venues, strategies = _load()
     for vc in cfg.venues:
         vc.options.drop_delta_probability = 0.05 if vc.name == "alpha" else 0.0
+    cfg.venues[0].options.market_data_latency_ms = 40.0  # a resync takes a while: other venues tick meanwhile
     metrics = Metrics(CollectorRegistry())
-    engines: list[Engine] = []
-    summary = await run_engine(
-        cfg, venues, strategies, duration=4.0, metrics=metrics, out=lambda s: None, on_started=engines.append
-    )
+    compared: dict[str, object] = {}
+
+    sent_while_invalid = []
+
+    def started(engine: Engine) -> None:
+        alpha = engine.adapters["alpha"]
+        book = engine.books["BTC/USDT"]
+        real_submit = alpha.submit
+
+        def watched_submit(order):
+            if not book.is_active("alpha"):
+                sent_while_invalid.append(order)
+            real_submit(order)
+
+        alpha.submit = watched_submit
+
+        async def check() -> None:
+            while engine.stats["alpha"].gaps < 3:
+                await asyncio.sleep(0.05)
+            # gaps seen: stop losing deltas, freeze alpha's background flow, let in-flight data land
+            alpha.options.drop_delta_probability = 0.0
+            for task in list(alpha._tasks):
+                if task.get_name().endswith(":flow"):
+                    task.cancel()
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                idle = not alpha._market_data._queue and not alpha._to_venue._queue
+                if idle and book.is_active("alpha"):
+                    break
+            matching = alpha.engines["BTC/USDT"]
+            bids, asks = matching.depth(1000)
+            ours = book.venue_book("alpha")
+            compared["bids"] = (ours.depth(Side.BUY, 1000), bids)
+            compared["asks"] = (ours.depth(Side.SELL, 1000), asks)
+            compared["active"] = book.is_active("alpha")
+
+        engine._spawn(check(), "check")
+
+    summary = await run_engine(cfg, venues, strategies, duration=6.0, metrics=metrics, out=lambda s: None,
+                               on_started=started)
     assert summary is not None
-    assert summary.venues["alpha"].gaps > 0
-    assert summary.venues["beta"].gaps == 0
+    assert summary.venues["alpha"].gaps >= 3
+    assert summary.venues["beta"].gaps == 0 and summary.venues["gamma"].gaps == 0
     resyncs = metrics.registry.get_sample_value("hft_book_resyncs_total", {"venue": "alpha"})
-    assert resyncs and resyncs > 0
-    # after all the gaps the alpha book ended valid and equal to the venue's own book
-    engine = engines[0]
+    assert resyncs == summary.venues["alpha"].gaps  # one snapshot request per gap, not per ignored delta
+    assert compared["active"] is True
+    assert compared["bids"][0] == compared["bids"][1] and compared["bids"][1]
+    assert compared["asks"][0] == compared["asks"][1] and compared["asks"][1]
     assert summary.open_orders_left["alpha"] == 0
+    assert summary.venues["alpha"].orders > 0
+    assert sent_while_invalid == []  # never quoted from a broken book
 
 
 async def test_secrets_never_reach_logs_or_metrics(monkeypatch, tmp_path):
