@@ -254,10 +254,8 @@ class Engine:
             self._deny(order, "engine_not_trading")
             return None
         portfolio = self.portfolios[symbol]
-        book = self.books[symbol]
-        reason = self.risk.check(
-            order, book.mid() or 0, portfolio.by_venue[venue].qty, portfolio.total.qty, self.exposure, now
-        )
+        reference = price if price is not None else (self.books[symbol].mid() or 0)
+        reason = self.risk.check(order, reference, portfolio.by_venue[venue].qty, portfolio.total.qty, self.exposure, now)
         if reason is not None:
             self._deny(order, reason)
             return None

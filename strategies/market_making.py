@@ -31,6 +31,9 @@ from strategies.quoting import (
 )
 
 
+_TAGS = {(side, level): f"mm:{side.name}:{level}" for side in Side for level in range(20)}
+
+
 class MarketMakingParams(BaseModel):
     """``strategy.params`` of ``type: market_making`` (see strategies/quoting.py for the model's units)."""
 
@@ -78,11 +81,28 @@ class MarketMakingStrategy(Strategy):
         self.quotes: dict[tuple[str, Side, int], Order] = {}
         self.slot_of: dict[str, tuple[str, Side, int]] = {}
         self.fair = 0
+        self.venue_books = {v: self.book.venue_book(v) for v in self.venues}
+        positions = self.portfolio.by_venue
+        self._inputs = [
+            (VenueQuoteInput(v, self.instruments[v], 0, self.max_venue), positions[v]) for v in self.venues
+        ]
+        # What the last decision saw; a book event that changes none of it changes no quote.
+        self._seen_top: tuple | None = None
+        self._seen_venue_top: dict[str, tuple] = {}
+        self._dirty = True
 
     def on_book(self, venue: str, symbol: str) -> None:
         book = self.book
-        bid = book.best_bid()
-        ask = book.best_ask()
+        bid = book.bid
+        ask = book.ask
+        vb = self.venue_books.get(venue)
+        venue_top = (vb.bid, vb.ask) if vb is not None else None
+        top = (bid, ask)
+        if not self._dirty and top == self._seen_top and venue_top == self._seen_venue_top.get(venue):
+            return  # a change below the top of book: nothing to re-quote
+        self._dirty = False
+        self._seen_top = top
+        self._seen_venue_top[venue] = venue_top
         if bid is None or ask is None:
             self._pull_inactive()  # no two-sided market: quote nothing new
             return
@@ -92,12 +112,11 @@ class MarketMakingStrategy(Strategy):
         self.fair = fair
         now = self.ctx.clock.mono_ns()
         self.volatility.update(fair, now)
-        positions = self.portfolio.by_venue
-        inputs = [
-            VenueQuoteInput(v, self.instruments[v], positions[v].qty, self.max_venue)
-            for v in self.venues
-            if book.is_active(v)
-        ]
+        inputs = []
+        for venue_input, position in self._inputs:
+            if book.is_active(venue_input.venue):
+                venue_input.position = position.qty
+                inputs.append(venue_input)
         desired = compute_quotes(
             fair, self.volatility.sigma_price(fair), self.portfolio.total.qty, inputs, self.quote_params,
             self.max_total,
@@ -105,41 +124,45 @@ class MarketMakingStrategy(Strategy):
         self._reconcile(desired)
 
     def _reconcile(self, desired: list) -> None:
+        """Send new quotes first (the latency that matters), then the cancels of stale ones."""
         quotes = self.quotes
         ctx = self.ctx
         tolerance = self.quote_params.refresh_tolerance_bps
+        venue_books = self.venue_books
+        instruments = self.instruments
         wanted = set()
+        to_cancel = []
         for q in desired:
             key = (q.venue, q.side, q.level)
             wanted.add(key)
-            price = self._inside_venue(q.venue, q.side, q.price)
+            price = q.price
+            # keep a post-only quote off the venue's own opposite best (it would be rejected there)
+            if q.side is Side.BUY:
+                best = venue_books[q.venue].ask
+                if best is not None and price >= best[0]:
+                    price = best[0] - instruments[q.venue].tick_size
+            else:
+                best = venue_books[q.venue].bid
+                if best is not None and price <= best[0]:
+                    price = best[0] + instruments[q.venue].tick_size
             current = quotes.get(key)
             if current is not None:
                 if current.cancel_requested_ns:
                     continue  # replacement waits for the cancel to land (keeps exposure honest)
-                if not needs_refresh(current.price or 0, current.qty - current.filled_qty, price, q.qty, tolerance):
-                    continue
-                ctx.cancel_order(current)
+                if needs_refresh(current.price or 0, current.qty - current.filled_qty, price, q.qty, tolerance):
+                    to_cancel.append(current)
                 continue
             order = ctx.submit_order(
-                q.venue, self.symbol, q.side, q.qty, price, post_only=True, tag=f"mm:{q.side.name}:{q.level}",
+                q.venue, self.symbol, q.side, q.qty, price, post_only=True, tag=_TAGS[q.side, q.level],
             )
             if order is not None:
                 quotes[key] = order
                 self.slot_of[order.client_order_id] = key
+        for order in to_cancel:
+            ctx.cancel_order(order)
         for key, order in list(quotes.items()):
             if key not in wanted and not order.cancel_requested_ns:
                 ctx.cancel_order(order)
-
-    def _inside_venue(self, venue: str, side: Side, price: int) -> int:
-        """Keep a post-only quote one tick off the venue's opposite best (it would be rejected there)."""
-        vb = self.book.venue_book(venue)
-        tick = self.instruments[venue].tick_size
-        if side is Side.BUY:
-            best = vb.best_ask()
-            return min(price, best[0] - tick) if best else price
-        best = vb.best_bid()
-        return max(price, best[0] + tick) if best else price
 
     def _pull_inactive(self) -> None:
         for (venue, _side, _level), order in list(self.quotes.items()):
@@ -147,10 +170,12 @@ class MarketMakingStrategy(Strategy):
                 self.ctx.cancel_order(order)
 
     def on_order_update(self, order: Order) -> None:
+        self._dirty = True
         if order.status.is_done:
             self._forget(order)
 
     def on_fill(self, fill: Fill, order: Order) -> None:
+        self._dirty = True
         if order.status.is_done:
             self._forget(order)
 
@@ -161,6 +186,7 @@ class MarketMakingStrategy(Strategy):
 
     def on_timer(self, now_ns: int) -> None:
         # a venue that went stale or invalid without a book event of its own still loses its quotes
+        self._dirty = True
         self._pull_inactive()
 
     def status_line(self) -> str:
