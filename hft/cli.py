@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -91,3 +93,23 @@ def run_cmd(config_path: str | None, duration: float | None, metrics_port: int |
         code = 130
     sys.exit(code)
 
+
+
+@main.command("halt")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: embedded)")
+@click.option("--reduce-only", is_flag=True, help="Switch to REDUCING instead of halting")
+def halt_cmd(config_path: str | None, reduce_only: bool) -> None:
+    """Kill switch for a running `hft run`: cancel everything on every venue and halt."""
+    cfg = _load(config_path, venue_registry(), strategy_registry())
+    pid_file = cfg.engine.pid_file
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGUSR2 if reduce_only else signal.SIGUSR1)
+    except (OSError, ValueError) as exc:
+        click.echo(f"error: no running engine found through {pid_file}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"sent {'reduce-only' if reduce_only else 'halt'} to engine pid {pid}")
+
+
+if __name__ == "__main__":
+    main()

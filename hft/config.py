@@ -332,6 +332,9 @@ class EngineConfig(_Section):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="How long shutdown waits for orders to be cancelled and tasks to finish, in seconds."
     )
+    pid_file: Path = Field(
+        Path("var/hft.pid"), description="Where `hft run` writes its process id, so `hft halt` can find it."
+    )
     seed: int | None = Field(
         None, description="Seed for simulated venues, so a run can be repeated; null draws a random seed."
     )
@@ -382,7 +385,19 @@ class RiskConfig(_Section):
     max_position_total: PositiveFixedDecimal = Field(
         description="Largest absolute position summed over all venues, in base units."
     )
-    max_orders_per_second: int = Field(gt=0, description="Most orders (new and cancel) sent per second, per venue.")
+    max_orders_per_second: int = Field(gt=0, description="Most new orders sent per second, per venue.")
+    max_orders_per_second_total: int | None = Field(
+        None, gt=0, description="Most new orders sent per second over all venues; null: no global limit."
+    )
+    price_band_bps: float = Field(
+        100.0, gt=0, description="Fat-finger band: a limit price further than this from the consolidated fair price is denied."
+    )
+    max_drawdown: PositiveFixedDecimal | None = Field(
+        None, description="Kill switch: net P&L this far (quote units) below its peak cancels everything and halts."
+    )
+    reduce_only_drawdown: PositiveFixedDecimal | None = Field(
+        None, description="Net P&L this far below its peak switches to REDUCING (only exposure-reducing orders)."
+    )
 
 
 class VenueConfig(_Section):

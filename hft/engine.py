@@ -35,13 +35,14 @@ from hft.metrics import Metrics, VenueMetrics
 from hft.model import Fill, Instrument, Order, OrderStatus, OrderType, Side, TimeInForce
 from hft.portfolio import Portfolio, Position
 from hft.registry import Registry
-from hft.risk import Exposure, PreTradeRisk, RiskLimits
+from hft.risk import Available, Exposure, RiskEngine, RiskLimits, TradingState
 from hft.strategy import Strategy
 from hft.venue import VenueAdapter
 
 log = logging.getLogger(__name__)
 
 _SEEN_FILLS_KEPT = 200_000
+_UNKNOWN_BALANCE = Available()
 
 
 @dataclass(slots=True)
@@ -101,8 +102,13 @@ class Engine:
             max_position_per_venue=lim.max_position_per_venue,
             max_position_total=lim.max_position_total,
             max_orders_per_second=float(lim.max_orders_per_second),
+            max_orders_per_second_total=float(lim.max_orders_per_second_total or 1e9),
+            price_band_bps=lim.price_band_bps,
         )
-        self.risk = PreTradeRisk(self.limits)
+        self.risk = RiskEngine(self.limits)
+        self._peak_pnl = 0
+        # venue -> symbol -> (base, quote) balances at start; the portfolio's flows are added to them
+        self.start_balances: dict[str, dict[str, tuple[int, int]]] = {}
         self.exposure = Exposure()
         self.adapters: dict[str, VenueAdapter] = {}
         self.books: dict[str, ConsolidatedBook] = {}
@@ -180,6 +186,13 @@ class Engine:
             self.build()
         self._started_ns = self.clock.mono_ns()
         await asyncio.gather(*(a.connect() for a in self.adapters.values()))
+        balances = await asyncio.gather(*(a.fetch_balances() for a in self.adapters.values()))
+        for (name, adapter), held in zip(self.adapters.items(), balances):
+            per_symbol = self.start_balances.setdefault(name, {})
+            for symbol in adapter.symbols:
+                inst = adapter.instruments[symbol]
+                base, quote = held.get(inst.base), held.get(inst.quote)
+                per_symbol[symbol] = (base.free if base else 0, quote.free if quote else 0)
         for name, adapter in self.adapters.items():
             self._vm[name].venue_up.set(1)
             for symbol in adapter.symbols:
@@ -254,14 +267,22 @@ class Engine:
             self._deny(order, "engine_not_trading")
             return None
         portfolio = self.portfolios[symbol]
-        reference = price if price is not None else (self.books[symbol].mid() or 0)
-        reason = self.risk.check(order, reference, portfolio.by_venue[venue].qty, portfolio.total.qty, self.exposure, now)
+        book = self.books[symbol]
+        fair = book.mid() or 0
+        position = portfolio.by_venue[venue]
+        start = self.start_balances.get(venue, {}).get(symbol)
+        available = Available(start[1] + position.cash, start[0] + position.qty) if start else _UNKNOWN_BALANCE
+        reason = self.risk.check(
+            order, fair=fair, venue_position=position.qty, total_position=portfolio.total.qty,
+            exposure=self.exposure, book_active=book.is_active(venue), available=available, now_ns=now,
+        )
         if reason is not None:
             self._deny(order, reason)
             return None
+        order.risk_price = price if price is not None else fair
         self.orders[order.client_order_id] = order
         self.open_orders[venue][order.client_order_id] = order
-        self.exposure.add(venue, side, qty)
+        self.exposure.add(venue, side, qty, order.risk_price)
         self.stats[venue].orders += 1
         vm = self._vm[venue]
         vm.orders.inc()
@@ -279,6 +300,28 @@ class Engine:
         self._vm[order.venue].cancels.inc()
         self.adapters[order.venue].cancel(order)
         return True
+
+    def reduce_only(self, reason: str) -> None:
+        """Enter REDUCING: from now on only orders that bring positions toward zero pass."""
+        if self.risk.set_state(TradingState.REDUCING, reason):
+            log.warning("trading state REDUCING: %s", reason)
+            self.metrics.trading_state.set(1)
+
+    async def halt(self, reason: str) -> dict[str, int]:
+        """Kill switch: enter HALTED, cancel everything on every venue, confirm. Returns orders left per venue."""
+        if self.risk.state is not TradingState.HALTED:
+            self.risk.set_state(TradingState.HALTED, reason)
+            self.metrics.trading_state.set(2)
+            self.metrics.kill_switch.labels(reason=reason).inc()
+            log.error("KILL SWITCH (%s): halting, cancelling everything on every venue", reason)
+        left = await self._cancel_everything(self.config.engine.shutdown_timeout_s)
+        log.error("halted: orders left open per venue %s", left)
+        return left
+
+    def request_halt(self, reason: str) -> None:
+        """Trigger the kill switch from synchronous code (signal handler, timer); the work runs as a task."""
+        if self.risk.state is not TradingState.HALTED:
+            self._spawn(self.halt(reason), "halt")
 
     def _deny(self, order: Order, reason: str) -> None:
         self.risk_denials[reason] = self.risk_denials.get(reason, 0) + 1
@@ -317,7 +360,10 @@ class Engine:
 
     def _after_book(self, venue: str, symbol: str, ts_recv: int) -> None:
         strategy = self.strategy
-        if strategy is not None and self._accepting_orders and symbol == strategy.symbol:
+        if (
+            strategy is not None and self._accepting_orders and symbol == strategy.symbol
+            and self.risk.state is not TradingState.HALTED
+        ):
             self._tick_recv_ns = ts_recv
             try:
                 strategy.on_book(venue, symbol)
@@ -383,7 +429,7 @@ class Engine:
     def _finish(self, order: Order, status: OrderStatus, ts: int) -> None:
         remaining = order.qty - order.filled_qty
         if remaining:
-            self.exposure.add(order.venue, order.side, -remaining)
+            self.exposure.add(order.venue, order.side, -remaining, order.risk_price)
         order.status = status
         order.updated_ns = ts
         self.open_orders[order.venue].pop(order.client_order_id, None)
@@ -411,7 +457,7 @@ class Engine:
         order.filled_notional += numbers.mul(fill.price, fill.qty)
         order.fees += fill.fee
         if not order.status.is_done:
-            self.exposure.add(order.venue, order.side, -qty)
+            self.exposure.add(order.venue, order.side, -qty, order.risk_price)
         portfolio = self.portfolios[fill.symbol]
         portfolio.on_fill(fill)
         st = self.stats[fill.venue]
@@ -489,10 +535,21 @@ class Engine:
                 log.warning("venue %s: %s book stale, left out of the consolidated book", venue, book.symbol)
                 self._vm[venue].book_valid.set(0)
         self.refresh_gauges()
+        self._check_drawdown()
         if self.strategy is not None and self._accepting_orders:
             self.strategy.on_timer(now)
         if self._print_status is not None:
             self._print_status(self.status_text())
+
+    def _check_drawdown(self) -> None:
+        net = sum(p.net_pnl() for p in self.portfolios.values())
+        self._peak_pnl = max(self._peak_pnl, net)
+        drawdown = self._peak_pnl - net
+        lim = self.config.risk
+        if lim.max_drawdown is not None and drawdown >= lim.max_drawdown:
+            self.request_halt("max_drawdown")
+        elif lim.reduce_only_drawdown is not None and drawdown >= lim.reduce_only_drawdown:
+            self.reduce_only("reduce_only_drawdown")
 
     def refresh_gauges(self) -> None:
         """Marks portfolios to the consolidated mid and exports positions and P&L."""

@@ -47,6 +47,8 @@ class Metrics:
         self.fees = Gauge("hft_fees_quote", "Fees paid (negative: rebates earned)", registry=r)
         self.pnl_net = Gauge("hft_pnl_net_quote", "Realised + unrealised - fees", registry=r)
         self.open_orders = Gauge("hft_open_orders", "Our orders resting", ["venue"], registry=r)
+        self.trading_state = Gauge("hft_trading_state", "0 active, 1 reducing (exposure-reducing orders only), 2 halted", registry=r)
+        self.kill_switch = Counter("hft_kill_switch", "Kill switch triggers", ["reason"], registry=r)
 
     def venue(self, name: str) -> "VenueMetrics":
         return VenueMetrics(self, name)

@@ -124,6 +124,7 @@ class Order:
     tag: str = ""  # who asked for it: "mm:bid:0", "router:parent-7", …
     reject_reason: str = ""
     cancel_requested_ns: int = 0  # a cancel is on its way; don't send another
+    risk_price: int = 0  # the price its open quantity is held at in the risk exposure (limit, or fair for market)
 
     @property
     def remaining_qty(self) -> int:

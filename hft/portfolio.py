@@ -23,10 +23,12 @@ class Position:
     fees: int = 0  # quote; negative when rebates dominate
     volume: int = 0  # base traded
     fills: int = 0
+    cash: int = 0  # quote paid out (-) and received (+), fees included
 
     def apply(self, signed_qty: int, price: int, fee: int) -> None:
         q = self.qty
         self.fees += fee
+        self.cash -= numbers.mul(price, signed_qty) + fee
         self.volume += abs(signed_qty)
         self.fills += 1
         if q == 0 or (q > 0) == (signed_qty > 0):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from hft.engine import Engine, Summary, format_summary
@@ -63,6 +65,10 @@ async def run_engine(
     if install_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # `hft halt` (or kill -USR1 PID) is the manual kill switch; -USR2 switches to reduce-only
+        loop.add_signal_handler(signal.SIGUSR1, engine.request_halt, "manual")
+        loop.add_signal_handler(signal.SIGUSR2, engine.reduce_only, "manual")
+        _write_pid(cfg.engine.pid_file)
     port = None
     if cfg.metrics.enabled:
         try:
@@ -99,9 +105,23 @@ async def run_engine(
         return summary
     finally:
         if install_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
                 loop.remove_signal_handler(sig)
+            _remove_pid(cfg.engine.pid_file)
         metrics.shutdown()
+
+
+def _write_pid(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n")
+
+
+def _remove_pid(path: Path) -> None:
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _print(text: str) -> None:

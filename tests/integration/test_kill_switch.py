@@ -1,0 +1,119 @@
+"""The kill switch, in process and through `hft halt` against a running `hft run`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+from prometheus_client import CollectorRegistry
+
+from hft.engine import Engine
+from hft.metrics import Metrics
+from hft.model import Side
+from hft.risk import TradingState
+from hft.runner import run_engine
+from tests.integration.test_run_end_to_end import _load
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def test_kill_switch_cancels_everywhere_within_a_second_and_stays_halted():
+    cfg, venues, strategies = _load()
+    metrics = Metrics(CollectorRegistry())
+    seen: dict = {}
+
+    def started(engine: Engine) -> None:
+        async def trigger() -> None:
+            await asyncio.sleep(2.0)
+            seen["resting_before"] = sum(
+                len(m.open_orders("us")) for a in engine.adapters.values() for m in a.engines.values()
+            )
+            t0 = time.monotonic()
+            left = await engine.halt("test")
+            seen["confirm_s"] = time.monotonic() - t0
+            seen["left"] = left
+            seen["resting_after"] = sum(
+                len(m.open_orders("us")) for a in engine.adapters.values() for m in a.engines.values()
+            )
+            orders_before = sum(st.orders for st in engine.stats.values())
+            await asyncio.sleep(1.0)  # books keep ticking; nothing new may go out
+            seen["orders_after_halt"] = sum(st.orders for st in engine.stats.values()) - orders_before
+            seen["denied"] = engine.submit_order("alpha", "BTC/USDT", Side.BUY, 10_000_000, engine.books["BTC/USDT"].mid())
+            seen["state"] = engine.risk.state
+
+        engine._spawn(trigger(), "trigger")
+
+    summary = await run_engine(cfg, venues, strategies, duration=4.0, metrics=metrics, out=lambda s: None,
+                               on_started=started)
+    assert summary is not None
+    assert seen["resting_before"] > 0
+    assert seen["left"] == {"alpha": 0, "beta": 0, "gamma": 0}
+    assert seen["resting_after"] == 0
+    assert seen["confirm_s"] < 1.0, seen["confirm_s"]
+    assert seen["orders_after_halt"] == 0
+    assert seen["denied"] is None and summary.risk_denials.get("halted", 0) >= 1
+    assert seen["state"] is TradingState.HALTED
+    assert metrics.registry.get_sample_value("hft_trading_state") == 2
+    assert metrics.registry.get_sample_value("hft_kill_switch_total", {"reason": "test"}) == 1
+
+
+def _metric(port: int, name: str) -> float | None:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = None
+    for line in text.splitlines():
+        if line.startswith(name):
+            total = (total or 0.0) + float(line.rpartition(" ")[2])
+    return total
+
+
+def test_hft_halt_command_stops_a_running_engine(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    cfg["engine"]["pid_file"] = str(tmp_path / "hft.pid")
+    cfg["metrics"]["port"] = 0
+    cfg["journal"]["path"] = str(tmp_path / "journal.sqlite")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    hft = [sys.executable, "-m", "hft.cli"]
+    proc = subprocess.Popen(
+        [*hft, "run", "-c", str(path), "--duration", "60", "--quiet"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        port = None
+        for line in proc.stdout:
+            if "metrics at" in line:
+                port = int(line.rsplit(":", 1)[1].split("/")[0])
+            if "Ctrl-C stops cleanly" in line:
+                break
+        assert port is not None
+        deadline = time.monotonic() + 10
+        while (_metric(port, "hft_orders_total") or 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (_metric(port, "hft_orders_total") or 0) > 0
+        out = subprocess.run([*hft, "halt", "-c", str(path)], cwd=tmp_path, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert f"pid {proc.pid}" in out.stdout
+        deadline = time.monotonic() + 5
+        while _metric(port, "hft_trading_state") != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _metric(port, "hft_trading_state") == 2
+        deadline = time.monotonic() + 5
+        while _metric(port, "hft_open_orders") != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _metric(port, "hft_open_orders") == 0
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, rest
+        assert "KILL SWITCH (manual)" in rest
+        assert not (tmp_path / "hft.pid").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
