@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
@@ -48,7 +49,24 @@ def _setup_logging(level: str, file: str | None = None) -> None:
     install_log_redaction()
 
 
-@click.group()
+class _PluginGroup(click.Group):
+    """Also offers the commands other packages register under the ``hft.commands`` entry points
+    (``hft exchange`` comes from ``venues``), loaded only when used."""
+
+    def _plugins(self) -> dict:
+        return {ep.name: ep for ep in entry_points(group="hft.commands")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in self._plugins():
+            command = self._plugins()[name].load()
+        return command
+
+
+@click.group(cls=_PluginGroup)
 @click.version_option(package_name="hft")
 def main() -> None:
     """hft: market making and smart order routing across several venues."""
