@@ -58,7 +58,7 @@ async def run_engine(
     metrics = metrics or Metrics()
     engine = Engine(
         cfg, venue_registry=venues, strategy_registry=strategies, metrics=metrics,
-        status_printer=None if quiet else (lambda text: write(text + "\n")),
+        status_printer=None if quiet else StatusPrinter(write, out is None and sys.stdout.isatty()),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -109,6 +109,26 @@ async def run_engine(
                 loop.remove_signal_handler(sig)
             _remove_pid(cfg.engine.pid_file)
         metrics.shutdown()
+
+
+class StatusPrinter:
+    """Redraws the status block in place on a terminal; elsewhere prints every ``every``-th block."""
+
+    def __init__(self, write: Callable[[str], None], tty: bool, every: int = 5) -> None:
+        self._write = write
+        self._tty = tty
+        self._every = every
+        self._calls = 0
+        self._lines = 0
+
+    def __call__(self, text: str) -> None:
+        self._calls += 1
+        if self._tty:
+            # cursor up over the previous block, clear to the end of the screen, draw the new one
+            self._write((f"\x1b[{self._lines}F\x1b[J" if self._lines else "") + text + "\n")
+            self._lines = text.count("\n") + 1
+        elif self._calls % self._every == 1 or self._every == 1:
+            self._write(text + "\n")
 
 
 def _write_pid(path: Path) -> None:

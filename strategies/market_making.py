@@ -132,19 +132,29 @@ class MarketMakingStrategy(Strategy):
         instruments = self.instruments
         wanted = set()
         to_cancel = []
+        inner: dict[tuple[str, Side, int], int] = {}  # the price of the level just inside each slot
         for q in desired:
             key = (q.venue, q.side, q.level)
             wanted.add(key)
             price = q.price
-            # keep a post-only quote off the venue's own opposite best (it would be rejected there)
+            tick = instruments[q.venue].tick_size
+            # keep a post-only quote off the venue's own opposite best (it would be rejected there),
+            # and each deeper level a tick beyond the one before it
             if q.side is Side.BUY:
                 best = venue_books[q.venue].ask
                 if best is not None and price >= best[0]:
-                    price = best[0] - instruments[q.venue].tick_size
+                    price = best[0] - tick
+                previous = inner.get(key)
+                if previous is not None and price >= previous:
+                    price = previous - tick
             else:
                 best = venue_books[q.venue].bid
                 if best is not None and price <= best[0]:
-                    price = best[0] + instruments[q.venue].tick_size
+                    price = best[0] + tick
+                previous = inner.get(key)
+                if previous is not None and price <= previous:
+                    price = previous + tick
+            inner[(q.venue, q.side, q.level + 1)] = price
             current = quotes.get(key)
             if current is not None:
                 if current.cancel_requested_ns:
@@ -191,4 +201,4 @@ class MarketMakingStrategy(Strategy):
 
     def status_line(self) -> str:
         vol = self.volatility.sigma_bps if hasattr(self, "volatility") else 0.0
-        return f"mm: fair {numbers.to_str(self.fair)} vol {vol:.2f}bp/sqrt(s) quotes {len(self.quotes)}"
+        return f"mm: fair {numbers.to_float(self.fair):,.2f} vol {vol:.2f} bp/sqrt(s) quotes {len(self.quotes)}"
