@@ -17,6 +17,7 @@ counting); a subclass implements the short list of ``_hooks``:
 ``_cancel_all(symbol)``   cancel every open order of ours (awaitable)
 ``_fetch_open_orders()``  what the venue says is open (reconciliation)
 ``_fetch_balances()``     what the venue says we hold
+``_fetch_fills(s, since)`` our recent fills as the venue has them (reconciliation)
 ``_close()``              release everything
 ========================  =====================================================
 """
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hft.clock import Clock
 from hft.events import OrderRejected
-from hft.model import Balance, Capabilities, Instrument, OpenOrderSnapshot, Order, OrderType, TimeInForce
+from hft.model import Balance, Capabilities, Fill, Instrument, OpenOrderSnapshot, Order, OrderType, TimeInForce
 
 EventSink = Callable[[Any], None]
 
@@ -147,6 +148,10 @@ class VenueAdapter:
     async def fetch_balances(self) -> dict[str, Balance]:
         return await self._fetch_balances()
 
+    async def fetch_fills(self, symbol: str, since_ns: int = 0) -> list[Fill]:
+        """Our fills on ``symbol`` at or after ``since_ns`` (venue time, ns since epoch), oldest first."""
+        return await self._fetch_fills(symbol, since_ns)
+
     async def close(self) -> None:
         """Stop owned tasks and release connections. Safe to call twice."""
         tasks = list(self._tasks)
@@ -183,6 +188,9 @@ class VenueAdapter:
         raise NotImplementedError
 
     async def _fetch_balances(self) -> dict[str, Balance]:
+        raise NotImplementedError
+
+    async def _fetch_fills(self, symbol: str, since_ns: int) -> list[Fill]:
         raise NotImplementedError
 
     async def _close(self) -> None:

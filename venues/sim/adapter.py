@@ -261,20 +261,21 @@ class SimVenueAdapter(VenueAdapter):
         if x == "NEW":
             pipe.put(OrderAccepted(self.name, cid, str(r.order_id), 0))
         elif x == "TRADE":
-            inst = self.instruments.get(symbol) or self.engines[symbol].instrument
-            fill = Fill(
-                venue=self.name, symbol=symbol, client_order_id=cid, trade_id=str(r.trade_id), side=r.side,
-                price=r.last_price, qty=r.last_qty, fee=r.fee, fee_asset=r.fee_asset or inst.quote,
-                liquidity=Liquidity.MAKER if r.is_maker else Liquidity.TAKER, venue_order_id=str(r.order_id),
-                ts_venue=r.ts_ns,
-            )
-            pipe.put(OrderFilled(fill, r.cum_qty))
+            pipe.put(OrderFilled(self._fill(symbol, r, self.engines[symbol].instrument.quote), r.cum_qty))
         elif x in ("CANCELED", "EXPIRED"):
             pipe.put(OrderCanceled(self.name, cid, 0, expired=x == "EXPIRED", reason=r.reason or ""))
         elif x == "REJECTED":
             pipe.put(OrderRejected(self.name, cid, r.reason or "rejected", 0))
         elif x == "CANCEL_REJECTED":
             pipe.put(CancelRejected(self.name, cid, r.reason or "cancel rejected", 0))
+
+    def _fill(self, symbol: str, r: ExecReport, quote: str) -> Fill:
+        return Fill(
+            venue=self.name, symbol=symbol, client_order_id=r.client_order_id, trade_id=str(r.trade_id), side=r.side,
+            price=r.last_price, qty=r.last_qty, fee=r.fee, fee_asset=r.fee_asset or quote,
+            liquidity=Liquidity.MAKER if r.is_maker else Liquidity.TAKER, venue_order_id=str(r.order_id),
+            ts_venue=r.ts_ns,
+        )
 
     async def _cancel_all(self, symbol: str | None) -> None:
         await asyncio.sleep(self.options.latency_ms / 1e3)
@@ -297,6 +298,15 @@ class SimVenueAdapter(VenueAdapter):
                         OpenOrderSnapshot(o.client_order_id, str(o.order_id), sym, o.side, o.price, o.qty, o.cum_qty)
                     )
         return out
+
+    async def _fetch_fills(self, symbol: str, since_ns: int) -> list[Fill]:
+        await asyncio.sleep(2 * self.options.latency_ms / 1e3)
+        engine = self.engines[symbol]
+        return [
+            self._fill(symbol, r, engine.instrument.quote)
+            for r in engine.trades_of(OUR_ACCOUNT)
+            if r.ts_ns >= since_ns
+        ]
 
     async def _fetch_balances(self) -> dict[str, Balance]:
         await asyncio.sleep(2 * self.options.latency_ms / 1e3)
