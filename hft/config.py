@@ -332,6 +332,11 @@ class EngineConfig(_Section):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="How long shutdown waits for orders to be cancelled and tasks to finish, in seconds."
     )
+    manual_gc: bool = Field(
+        True,
+        description="Run Python's cyclic garbage collector on the housekeeping timer instead of in the middle of a "
+        "market event (start-up objects are frozen out of it).",
+    )
     pid_file: Path = Field(
         Path("var/hft.pid"), description="Where `hft run` writes its process id, so `hft halt` can find it."
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import logging
 import signal
@@ -85,9 +84,6 @@ async def run_engine(
             log.debug("start-up failure", exc_info=True)
             await engine.stop()
             return None
-        # Objects alive after start-up stay alive: keep the collector from rescanning them in the hot path.
-        gc.collect()
-        gc.freeze()
         venues_text = ", ".join(f"{n} ({type(a).type_name})" for n, a in engine.adapters.items())
         write(f"hft: trading {engine.strategy.symbol if engine.strategy else '?'} on {venues_text}\n")
         if port is not None:
