@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import sys
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def run(seconds: float = 20.0) -> dict:
         strategy_params_model=lambda t: strategies.resolve(t).Params,
     )
     cfg.metrics.enabled = False
+    cfg.journal.path = Path(tempfile.mkdtemp(prefix="hft-bench-")) / "journal.sqlite"
     for vc in cfg.venues:  # busier markets: more book events, more quote decisions
         vc.options.taker_rate_per_s = 8.0
     metrics = Metrics(CollectorRegistry())

@@ -17,6 +17,8 @@ from pathlib import Path
 import click
 
 from hft.config import AppConfig, ConfigError, dump_config, load_config
+from hft.journal import journal_cli
+from hft.route_cli import route
 from hft.registry import Registry, strategy_registry, venue_registry
 from hft.secrets import install_log_redaction, redact
 
@@ -128,6 +130,9 @@ def halt_cmd(config_path: str | None, reduce_only: bool) -> None:
         sys.exit(1)
     click.echo(f"sent {'reduce-only' if reduce_only else 'halt'} to engine pid {pid}")
 
+
+main.add_command(journal_cli, "journal")
+main.add_command(route)
 
 if __name__ == "__main__":
     main()

@@ -372,8 +372,14 @@ class LogConfig(_Section):
 class JournalConfig(_Section):
     """The SQLite journal of orders and fills."""
 
+    enabled: bool = Field(True, description="Journal orders, fills and positions (off only for benchmarks).")
     path: Path = Field(
         Path("var/journal.sqlite"), description="SQLite file the journal writes; relative to the working directory."
+    )
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="NORMAL survives a killed process (kill -9, crash); FULL also survives power loss, "
+        "at one fsync per batch.",
     )
 
 

@@ -32,6 +32,7 @@ from hft.events import (
     TradeTick,
     VenueStatus,
 )
+from hft.journal import Journal, JournalError, JournalRecorder
 from hft.metrics import Metrics, VenueMetrics
 from hft.model import Fill, Instrument, Order, OrderStatus, OrderType, Side, TimeInForce
 from hft.portfolio import Portfolio, Position
@@ -89,6 +90,7 @@ class Engine:
         metrics: Metrics | None = None,
         clock: Clock | None = None,
         status_printer: Callable[[str], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or Clock()
@@ -129,7 +131,12 @@ class Engine:
         self._resyncing: set[tuple[str, str]] = set()
         self._accepting_orders = False
         self._cid_counter = itertools.count(1)
-        self._cid_prefix = "h" + _base36(int(time.time() * 10) % 36**6) + "-"
+        # Client order ids are decided before an order leaves, never random: ``<prefix><n>``. The prefix
+        # (unique per run) is journaled with the session, so a restart recognises its orders on a venue.
+        self.cid_prefix = "h" + _base36(int(time.time() * 10) % 36**6) + "-"
+        self.journal = journal
+        if journal is not None:
+            self.add_order_listener(JournalRecorder(journal))
         self._started_ns = 0
         self._max_abs_venue: dict[str, int] = {}
         self._max_abs_total = 0
@@ -213,7 +220,7 @@ class Engine:
             gc.freeze()
             gc.disable()
             self._gc_disabled = True
-        self._spawn(self._timer_loop(), "timer")
+        self.spawn(self._timer_loop(), "timer")
 
     async def wait_for_books(self, timeout: float = 10.0) -> None:
         """Wait until every venue's book has had its first snapshot (raises ``TimeoutError``)."""
@@ -221,7 +228,7 @@ class Engine:
             while self._resyncing:
                 await asyncio.sleep(0.005)
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
+    def spawn(self, coro: Any, name: str) -> asyncio.Task:
         """Start a task the engine owns: kept until done, cancelled and awaited by ``stop()``."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
@@ -251,7 +258,7 @@ class Engine:
         return self.open_orders[venue]
 
     def next_client_order_id(self) -> str:
-        return f"{self._cid_prefix}{next(self._cid_counter)}"
+        return f"{self.cid_prefix}{next(self._cid_counter)}"
 
     def submit_order(
         self,
@@ -289,6 +296,8 @@ class Engine:
             self._deny(order, reason)
             return None
         order.risk_price = price if price is not None else fair
+        if self.journal is not None:
+            self.journal.record_intent(order)  # raises if the journal is down: then the order never leaves
         self.orders[order.client_order_id] = order
         self.open_orders[venue][order.client_order_id] = order
         self.exposure.add(venue, side, qty, order.risk_price)
@@ -308,6 +317,11 @@ class Engine:
         self.stats[order.venue].cancels += 1
         self._vm[order.venue].cancels.inc()
         self.adapters[order.venue].cancel(order)
+        if self.journal is not None:
+            try:
+                self.journal.record_order(order, "cancel_requested")
+            except JournalError:  # the cancel is out either way
+                log.error("journal down: cancel of %s not recorded", order.client_order_id)
         return True
 
     def reduce_only(self, reason: str) -> None:
@@ -330,7 +344,7 @@ class Engine:
     def request_halt(self, reason: str) -> None:
         """Trigger the kill switch from synchronous code (signal handler, timer); the work runs as a task."""
         if self.risk.state is not TradingState.HALTED:
-            self._spawn(self.halt(reason), "halt")
+            self.spawn(self.halt(reason), "halt")
 
     def _deny(self, order: Order, reason: str) -> None:
         self.risk_denials[reason] = self.risk_denials.get(reason, 0) + 1
@@ -387,7 +401,7 @@ class Engine:
         self._resyncing.add((venue, symbol))
         vm.book_resyncs.inc()
         log.warning("venue %s: %s book gap, resyncing", venue, symbol)
-        self._spawn(self.adapters[venue].resync_book(symbol), f"resync:{venue}:{symbol}")
+        self.spawn(self.adapters[venue].resync_book(symbol), f"resync:{venue}:{symbol}")
 
     def _on_trade(self, ev: TradeTick) -> None:
         if self.strategy is not None and self._accepting_orders:
@@ -546,11 +560,17 @@ class Engine:
                 log.warning("venue %s: %s book stale, left out of the consolidated book", venue, book.symbol)
                 self._vm[venue].book_valid.set(0)
         self.refresh_gauges()
+        self._journal_positions()
         self._check_drawdown()
         if self.strategy is not None and self._accepting_orders:
             self.strategy.on_timer(now)
         if self._print_status is not None:
             self._print_status(self.status_text())
+
+    def _journal_positions(self) -> None:
+        if self.journal is not None:
+            for symbol, portfolio in self.portfolios.items():
+                self.journal.record_portfolio(symbol, portfolio)
 
     def _check_drawdown(self) -> None:
         net = sum(p.net_pnl() for p in self.portfolios.values())
@@ -636,6 +656,7 @@ class Engine:
         timeout = self.config.engine.shutdown_timeout_s
         left = await self._cancel_everything(timeout)
         self.refresh_gauges()
+        self._journal_positions()
         await asyncio.gather(*(a.close() for a in self.adapters.values()), return_exceptions=True)
         for vm in self._vm.values():
             vm.venue_up.set(0)

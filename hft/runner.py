@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hft.engine import Engine, Summary, format_summary
+from hft.journal import Journal, JournalError, config_digest
 from hft.metrics import Metrics
 from hft.registry import Registry
 from hft.secrets import redact
@@ -55,10 +56,19 @@ async def run_engine(
     """Like :func:`run` but returns the :class:`Summary` (``None`` if start-up failed)."""
     write = out or _print
     metrics = metrics or Metrics()
+    journal = None
+    if cfg.journal.enabled:
+        try:
+            journal = Journal(cfg.journal.path, synchronous=cfg.journal.synchronous).open()
+        except (OSError, JournalError) as exc:
+            write(f"error: journal {cfg.journal.path}: {exc}\n")
+            return None
     engine = Engine(
-        cfg, venue_registry=venues, strategy_registry=strategies, metrics=metrics,
+        cfg, venue_registry=venues, strategy_registry=strategies, metrics=metrics, journal=journal,
         status_printer=None if quiet else StatusPrinter(write, out is None and sys.stdout.isatty()),
     )
+    if journal is not None:
+        journal.start_session(engine.cid_prefix, config_digest(cfg))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if install_signals:
@@ -105,6 +115,8 @@ async def run_engine(
                 loop.remove_signal_handler(sig)
             _remove_pid(cfg.engine.pid_file)
         metrics.shutdown()
+        if journal is not None:
+            journal.close()
 
 
 class StatusPrinter:

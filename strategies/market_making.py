@@ -20,6 +20,7 @@ from hft import numbers
 from hft.config import FixedDecimal
 from hft.model import Fill, Order, Side
 from hft.strategy import Strategy
+from strategies.hedging import HedgeParams, InventoryHedger
 from strategies.quoting import (
     QuoteParams,
     VenueQuoteInput,
@@ -54,6 +55,7 @@ class MarketMakingParams(BaseModel):
     volatility_sample_s: float = Field(1.0, ge=0, description="Sample the fair price at most this often (keeps bid-ask bounce out)")
     max_position_per_venue: FixedDecimal | None = Field(None, description="Default: risk.max_position_per_venue")
     max_position_total: FixedDecimal | None = Field(None, description="Default: risk.max_position_total")
+    hedge: HedgeParams | None = Field(None, description="Hedge inventory beyond a threshold through the router")
 
 
 class MarketMakingStrategy(Strategy):
@@ -90,6 +92,7 @@ class MarketMakingStrategy(Strategy):
         self._seen_top: tuple | None = None
         self._seen_venue_top: dict[str, tuple] = {}
         self._dirty = True
+        self.hedger = InventoryHedger(self.ctx, self.symbol, p.hedge) if p.hedge is not None else None
 
     def on_book(self, venue: str, symbol: str) -> None:
         book = self.book
@@ -122,6 +125,8 @@ class MarketMakingStrategy(Strategy):
             self.max_total,
         )
         self._reconcile(desired)
+        if self.hedger is not None:
+            self.hedger.maybe_hedge(now)
 
     def _reconcile(self, desired: list) -> None:
         """Send new quotes first (the latency that matters), then the cancels of stale ones."""
@@ -198,7 +203,11 @@ class MarketMakingStrategy(Strategy):
         # a venue that went stale or invalid without a book event of its own still loses its quotes
         self._dirty = True
         self._pull_inactive()
+        if self.hedger is not None:
+            self.hedger.maybe_hedge(now_ns)
 
     def status_line(self) -> str:
         vol = self.volatility.sigma_bps if hasattr(self, "volatility") else 0.0
-        return f"mm: fair {numbers.to_float(self.fair):,.2f} vol {vol:.2f} bp/sqrt(s) quotes {len(self.quotes)}"
+        text = f"mm: fair {numbers.to_float(self.fair):,.2f} vol {vol:.2f} bp/sqrt(s) quotes {len(self.quotes)}"
+        hedger = getattr(self, "hedger", None)
+        return f"{text} | {hedger.status_line()}" if hedger is not None else text

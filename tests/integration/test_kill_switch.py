@@ -48,7 +48,7 @@ async def test_kill_switch_cancels_everywhere_within_a_second_and_stays_halted()
             seen["denied"] = engine.submit_order("alpha", "BTC/USDT", Side.BUY, 10_000_000, engine.books["BTC/USDT"].mid())
             seen["state"] = engine.risk.state
 
-        engine._spawn(trigger(), "trigger")
+        engine.spawn(trigger(), "trigger")
 
     summary = await run_engine(cfg, venues, strategies, duration=4.0, metrics=metrics, out=lambda s: None,
                                on_started=started)

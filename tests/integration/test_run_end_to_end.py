@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import tempfile
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -28,6 +30,7 @@ def _load(path=None, **overrides):
         strategy_params_model=lambda t: strategies.resolve(t).Params,
     )
     cfg.metrics.port = 0
+    cfg.journal.path = Path(tempfile.mkdtemp(prefix="hft-test-")) / "journal.sqlite"
     return cfg, venues, strategies
 
 
@@ -62,7 +65,7 @@ async def test_default_config_market_makes_on_three_venues_and_shuts_down_clean(
             port = metrics._server.server_address[1]
             scraped.update(await asyncio.to_thread(_scrape, port))
 
-        engine._spawn(scrape_later(), "scrape")
+        engine.spawn(scrape_later(), "scrape")
 
     out = io.StringIO()
     summary = await run_engine(cfg, venues, strategies, duration=7.0, metrics=metrics, out=out.write, on_started=started)
@@ -148,7 +151,7 @@ async def test_gaps_are_detected_resynced_and_end_equal_to_the_venue_book():
             compared["asks"] = (ours.depth(Side.SELL, 1000), asks)
             compared["active"] = book.is_active("alpha")
 
-        engine._spawn(check(), "check")
+        engine.spawn(check(), "check")
 
     summary = await run_engine(cfg, venues, strategies, duration=6.0, metrics=metrics, out=lambda s: None,
                                on_started=started)
