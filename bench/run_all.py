@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_book.py", "bench_matching.py", "bench_engine.py", "bench_router.py"]
+BENCHES = ["bench_book.py", "bench_matching.py", "bench_engine.py", "bench_router.py", "bench_journal.py", "bench_ccxt.py"]
 
 
 def main() -> int:
