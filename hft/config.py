@@ -383,6 +383,16 @@ class JournalConfig(_Section):
     )
 
 
+class RecoveryConfig(_Section):
+    """What a restart (or a reconnect) does with what it finds on the venues."""
+
+    open_orders: Literal["cancel", "adopt"] = Field(
+        "cancel",
+        description="Orders open on a venue from an earlier session, or that the journal never heard of: "
+        "cancel them, or adopt them under management (they are canceled at shutdown either way).",
+    )
+
+
 class RiskConfig(_Section):
     """Pre-trade limits every order passes. No defaults: a config must state its own limits."""
 
@@ -462,6 +472,7 @@ class AppConfig(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics endpoint.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
     journal: JournalConfig = Field(default_factory=JournalConfig, description="Order and fill journal.")
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig, description="Restart reconciliation.")
     risk: RiskConfig = Field(description="Pre-trade risk limits (required).")
     venues: list[VenueConfig] = Field(min_length=1, description="Venue connections; at least one, names unique.")
     strategy: StrategyConfig = Field(description="The strategy and the venues it trades.")

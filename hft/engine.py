@@ -36,6 +36,7 @@ from hft.journal import Journal, JournalError, JournalRecorder
 from hft.metrics import Metrics, VenueMetrics
 from hft.model import Fill, Instrument, Order, OrderStatus, OrderType, Side, TimeInForce
 from hft.portfolio import Portfolio, Position
+from hft.recovery import RecoveryError, reconcile_venue, restore_from_journal
 from hft.registry import Registry
 from hft.risk import Available, Exposure, RiskEngine, RiskLimits, TradingState
 from hft.strategy import Strategy
@@ -110,8 +111,10 @@ class Engine:
         )
         self.risk = RiskEngine(self.limits)
         self._peak_pnl = 0
-        # venue -> symbol -> (base, quote) balances at start; the portfolio's flows are added to them
-        self.start_balances: dict[str, dict[str, tuple[int, int]]] = {}
+        # venue -> asset -> balance before our first journaled trade; positions and cash flows add to it
+        self.baselines: dict[str, dict[str, int]] = {}
+        self._started_wall_ns = 0
+        self._last_reconcile_wall_ns = 0
         self.exposure = Exposure()
         self.adapters: dict[str, VenueAdapter] = {}
         self.books: dict[str, ConsolidatedBook] = {}
@@ -194,14 +197,9 @@ class Engine:
         if not self.adapters:
             self.build()
         self._started_ns = self.clock.mono_ns()
+        self._started_wall_ns = self.clock.now_ns()
         await asyncio.gather(*(a.connect() for a in self.adapters.values()))
-        balances = await asyncio.gather(*(a.fetch_balances() for a in self.adapters.values()))
-        for (name, adapter), held in zip(self.adapters.items(), balances):
-            per_symbol = self.start_balances.setdefault(name, {})
-            for symbol in adapter.symbols:
-                inst = adapter.instruments[symbol]
-                base, quote = held.get(inst.base), held.get(inst.quote)
-                per_symbol[symbol] = (base.free if base else 0, quote.free if quote else 0)
+        await self._restore_and_reconcile()
         for name, adapter in self.adapters.items():
             self._vm[name].venue_up.set(1)
             for symbol in adapter.symbols:
@@ -221,6 +219,61 @@ class Engine:
             gc.disable()
             self._gc_disabled = True
         self.spawn(self._timer_loop(), "timer")
+
+    async def _restore_and_reconcile(self) -> None:
+        """Baselines, journal replay and reconciliation with every venue; refuses to trade on a mismatch."""
+        held = await asyncio.gather(*(a.fetch_balances() for a in self.adapters.values()))
+        persistent = [n for n, a in self.adapters.items() if a.capabilities.persistent]
+        for name, balances in zip(self.adapters, held):
+            totals = {asset: b.total for asset, b in balances.items()}
+            journaled = self.journal is not None and name in persistent
+            self.baselines[name] = self.journal.record_baseline(name, totals) if journaled else totals
+        if self.journal is None or not persistent:
+            return
+        previous = [s for s in self.journal.sessions() if s.session_id != self.journal.session_id]
+        if not previous:
+            return
+        replayed = restore_from_journal(self, persistent)
+        since = previous[-1].started_ns
+        reports = await asyncio.gather(*(reconcile_venue(self, v, since_ns=since) for v in persistent))
+        self._last_reconcile_wall_ns = self.clock.now_ns()
+        log.info("recovered from the journal: %d fills replayed; %s", replayed, "; ".join(r.summary() for r in reports))
+        problems = [p for r in reports for p in r.problems]
+        if problems:
+            raise RecoveryError("positions do not reconcile, refusing to trade: " + "; ".join(problems))
+
+    async def _reconcile_after_reconnect(self, venue: str) -> None:
+        since = self._last_reconcile_wall_ns or self._started_wall_ns
+        report = await reconcile_venue(self, venue, since_ns=since)
+        if report.problems:
+            log.error("venue %s does not reconcile after reconnect: %s", venue, "; ".join(report.problems))
+            await self.halt("reconciliation")
+
+    # -- used by recovery -----------------------------------------------------------
+    def remember_fill(self, venue: str, trade_id: str) -> None:
+        """Count a fill as seen (journal replay), so the venue sending it again changes nothing."""
+        self._seen_fills[(venue, trade_id)] = None
+
+    def has_fill(self, venue: str, trade_id: str) -> bool:
+        return (venue, trade_id) in self._seen_fills
+
+    def manage(self, order: Order) -> None:
+        """Take an order that exists on its venue (recovered or adopted) under management."""
+        if order.client_order_id in self.orders and not self.orders[order.client_order_id].status.is_done:
+            return
+        order.risk_price = order.price or 0
+        order.created_ns = order.updated_ns = self.clock.mono_ns()
+        self.orders[order.client_order_id] = order
+        self.open_orders[order.venue][order.client_order_id] = order
+        self.exposure.add(order.venue, order.side, order.qty - order.filled_qty, order.risk_price)
+        if self.journal is not None:
+            self.journal.record_order(order, "adopted" if order.tag == "adopted" else "recovered")
+
+    def close_gone(self, order: Order) -> None:
+        """The venue no longer has this order and no further fill of it exists: it was canceled."""
+        order.reject_reason = "gone from the venue at reconciliation"
+        self._finish(order, OrderStatus.FILLED if order.filled_qty >= order.qty else OrderStatus.CANCELED,
+                     self.clock.mono_ns())
 
     async def wait_for_books(self, timeout: float = 10.0) -> None:
         """Wait until every venue's book has had its first snapshot (raises ``TimeoutError``)."""
@@ -257,6 +310,18 @@ class Engine:
         """Our open orders on a venue by client order id (read-only view)."""
         return self.open_orders[venue]
 
+    def available(self, venue: str, symbol: str) -> Available:
+        """What the venue account holds for ``symbol`` by our books: baseline plus our fills' flows.
+
+        Open orders' holds are not subtracted (the risk check does that with the exposure).
+        """
+        baseline = self.baselines.get(venue)
+        if not baseline:
+            return _UNKNOWN_BALANCE
+        inst = self.adapters[venue].instruments[symbol]
+        position = self.portfolios[symbol].by_venue[venue]
+        return Available(baseline.get(inst.quote, 0) + position.cash, baseline.get(inst.base, 0) + position.qty)
+
     def next_client_order_id(self) -> str:
         return f"{self.cid_prefix}{next(self._cid_counter)}"
 
@@ -286,11 +351,10 @@ class Engine:
         book = self.books[symbol]
         fair = book.mid() or 0
         position = portfolio.by_venue[venue]
-        start = self.start_balances.get(venue, {}).get(symbol)
-        available = Available(start[1] + position.cash, start[0] + position.qty) if start else _UNKNOWN_BALANCE
         reason = self.risk.check(
             order, fair=fair, venue_position=position.qty, total_position=portfolio.total.qty,
-            exposure=self.exposure, book_active=book.is_active(venue), available=available, now_ns=now,
+            exposure=self.exposure, book_active=book.is_active(venue), available=self.available(venue, symbol),
+            now_ns=now,
         )
         if reason is not None:
             self._deny(order, reason)
@@ -513,7 +577,7 @@ class Engine:
 
     def _notify(self, order: Order, fill: Fill | None) -> None:
         strategy = self.strategy
-        if strategy is not None:
+        if strategy is not None and self._accepting_orders:
             if fill is None:
                 strategy.on_order_update(order)
             else:
@@ -527,6 +591,9 @@ class Engine:
     def _on_venue_status(self, ev: VenueStatus) -> None:
         vm = self._vm[ev.venue]
         vm.venue_up.set(1 if ev.connected else 0)
+        if ev.connected and self._accepting_orders:
+            log.info("venue %s reconnected: reconciling", ev.venue)
+            self.spawn(self._reconcile_after_reconnect(ev.venue), f"reconcile:{ev.venue}")
         if not ev.connected:
             log.warning("venue %s disconnected: %s", ev.venue, ev.reason)
             for symbol, book in self.books.items():

@@ -633,13 +633,13 @@ class ExecutionManager:
         lim = engine.limits
         total = engine.portfolio(parent.symbol).total.qty
         if parent.side is Side.BUY:
-            return lim.max_position_total - total - _open_total(engine.exposure, Side.BUY)
-        return lim.max_position_total + total - _open_total(engine.exposure, Side.SELL)
+            return lim.max_position_total - total - engine.exposure.total_buy
+        return lim.max_position_total + total - engine.exposure.total_sell
 
     def _band_limit(self, parent: ParentOrder) -> int | None:
         """The parent's limit tightened to the risk engine's price band around the fair (mid) price."""
         limit = parent.limit_price
-        band = getattr(self.engine.limits, "price_band_bps", None)
+        band = self.engine.limits.price_band_bps
         fair = self.engine.consolidated(parent.symbol).mid()
         if band is None or not fair or band >= 1e6:
             return limit
@@ -651,25 +651,21 @@ class ExecutionManager:
         return edge if limit is None else max(limit, edge)
 
     def _engine_balances(self, names: list[str], parent: ParentOrder) -> dict[str, int] | None:
-        """Free quote (buy) or base (sell) per venue as the engine's risk view has it: balances at
-        start plus our fills since, minus what our open orders hold. ``None`` if the engine keeps none."""
-        start = getattr(self.engine, "start_balances", None)
-        if not start:
-            return None
+        """Free quote (buy) or base (sell) per venue as the engine's risk view has it: balances at the
+        baseline plus our fills since, minus what our open orders hold. ``None`` if it has no view."""
         engine = self.engine
-        positions = engine.portfolio(parent.symbol).by_venue
         exposure = engine.exposure
         out = {}
         for v in names:
-            held = start.get(v, {}).get(parent.symbol)
-            if held is None:
-                continue
-            pos = positions.get(v)
+            available = engine.available(v, parent.symbol)
             if parent.side is Side.BUY:
-                held_buys = getattr(exposure, "open_buy_notional", {}).get(v, 0)
-                out[v] = held[1] + (getattr(pos, "cash", 0) if pos else 0) - held_buys
+                if available.quote is None:
+                    return None
+                out[v] = available.quote - exposure.open_buy_notional.get(v, 0)
             else:
-                out[v] = held[0] + (pos.qty if pos else 0) - exposure.open_sell.get(v, 0)
+                if available.base is None:
+                    return None
+                out[v] = available.base - exposure.open_sell.get(v, 0)
         return out
 
     async def _fetch_balances(self, names: list[str], parent: ParentOrder) -> dict[str, int]:
@@ -715,15 +711,6 @@ class ExecutionManager:
         slip = result.slippage_bps
         if slip is not None:
             m.slippage_bps.observe(slip)
-
-
-def _open_total(exposure, side: Side) -> int:
-    """Open quantity on ``side`` over all venues."""
-    total = getattr(exposure, "total_buy" if side is Side.BUY else "total_sell", None)
-    if total is None:  # an Exposure without running totals
-        book = exposure.open_buy if side is Side.BUY else exposure.open_sell
-        return sum(book.values())
-    return total
 
 
 def _new_denial(before: dict[str, int], after: dict[str, int]) -> str:

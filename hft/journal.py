@@ -222,6 +222,14 @@ CREATE TABLE IF NOT EXISTS snapshots (
     {_amount("mark")}
 ) STRICT;
 CREATE INDEX IF NOT EXISTS snapshots_ts ON snapshots (ts_ns);
+
+CREATE TABLE IF NOT EXISTS baselines (           -- a venue account's balances before our first trade
+    venue       TEXT NOT NULL,
+    asset       TEXT NOT NULL,
+    {_amount("amount")},
+    recorded_ns INTEGER NOT NULL,
+    PRIMARY KEY (venue, asset)
+) STRICT;
 CREATE INDEX IF NOT EXISTS snapshots_key ON snapshots (symbol, venue, snapshot_id);
 """
 
@@ -728,6 +736,25 @@ class Journal(JournalReader):
 
         self.session_id = self._call(insert, 10.0)
         return self.session_id
+
+    def record_baseline(self, venue: str, balances: dict[str, int], timeout: float = 10.0) -> dict[str, int]:
+        """Keep ``balances`` as the venue's baseline unless it has one; returns the baseline in force.
+
+        Positions are reconciled as ``venue balance − baseline == sum of journaled fills``. Blocks until
+        committed (start-up only).
+        """
+        now = self._now()
+
+        def upsert(conn: sqlite3.Connection) -> dict[str, int]:
+            conn.executemany(
+                "INSERT INTO baselines (venue, asset, amount, recorded_ns) VALUES (?,?,?,?)"
+                " ON CONFLICT (venue, asset) DO NOTHING",
+                [_fit((venue, asset, amount, now)) for asset, amount in balances.items()],
+            )
+            rows = conn.execute("SELECT asset, amount FROM baselines WHERE venue = ?", (venue,)).fetchall()
+            return {asset: int(amount) for asset, amount in rows}
+
+        return self._call(upsert, timeout)
 
     def end_session(self, timeout: float = 10.0) -> None:
         """Stamp the current session's end (``close()`` does it); blocks until committed."""

@@ -177,6 +177,9 @@ class Capabilities:
     user_stream: bool = True
     order_book_stream: bool = True
     cancel_on_disconnect: bool = False
+    # False for a venue whose state does not outlive the process (the in-process simulator): a restart
+    # neither replays its journaled fills nor reconciles with it
+    persistent: bool = True
 
     def as_dict(self) -> dict[str, bool]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}

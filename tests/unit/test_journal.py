@@ -526,26 +526,16 @@ async def test_engine_run_journal_matches_engine_state(tmp_path):
     cfg.metrics.enabled = False
     for vc in cfg.venues:
         vc.options.taker_rate_per_s = 10.0
-    j = Journal(tmp_path / "run" / "journal.sqlite").open()
-    j.start_session("engine-", "digest")
+    cfg.journal.path = tmp_path / "run" / "journal.sqlite"  # the engine journals through its own listener
     engines = []
-
-    def started(engine):
-        engines.append(engine)
-        engine.add_order_listener(JournalRecorder(j))
-        engine._journal_skip = set(engine.orders)  # orders before the listener (normally none)
-
     summary = await run_engine(cfg, venues, strategies, duration=3.0, quiet=True, out=lambda s: None,
-                               on_started=started)
+                               on_started=engines.append)
     assert summary is not None
     engine = engines[0]
-    for symbol, portfolio in engine.portfolios.items():
-        j.record_portfolio(symbol, portfolio)
-    j.close()
 
-    reader = JournalReader(j.path)
+    reader = JournalReader(cfg.journal.path)
     rows = {r.client_order_id: r for r in reader.orders()}
-    expected = {cid: o for cid, o in engine.orders.items() if cid not in engine._journal_skip}
+    expected = dict(engine.orders)
     assert expected and set(expected) <= set(rows)
     for cid, o in expected.items():
         r = rows[cid]

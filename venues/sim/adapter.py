@@ -115,7 +115,7 @@ class SimVenueAdapter(VenueAdapter):
 
     type_name = "sim"
     description = "in-process simulated venue: price-time matching engine + synthetic flow"
-    capabilities = Capabilities(cancel_on_disconnect=True)
+    capabilities = Capabilities(cancel_on_disconnect=True, persistent=False)
     Options = SimOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
