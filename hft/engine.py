@@ -626,6 +626,7 @@ class Engine:
             for venue in book.expire_stale(now):
                 log.warning("venue %s: %s book stale, left out of the consolidated book", venue, book.symbol)
                 self._vm[venue].book_valid.set(0)
+                self._watchdog(venue, book.symbol)
         self.refresh_gauges()
         self._journal_positions()
         self._check_drawdown()
@@ -633,6 +634,17 @@ class Engine:
             self.strategy.on_timer(now)
         if self._print_status is not None:
             self._print_status(self.status_text())
+
+    def _watchdog(self, venue: str, symbol: str) -> None:
+        """Dead man's switch for a venue whose stream went silent: our quotes there are blind, pull them.
+
+        A venue that cancels on disconnect by itself needs no help once its connection is really gone;
+        silence on a live connection is still ours to handle, so this runs for every venue.
+        """
+        if self.open_orders[venue]:
+            log.warning("venue %s: %s stream silent, cancelling our orders there", venue, symbol)
+            self.metrics.watchdog_cancels.labels(venue=venue).inc()
+            self.spawn(self.adapters[venue].cancel_all(symbol), f"watchdog:{venue}")
 
     def _journal_positions(self) -> None:
         if self.journal is not None:

@@ -49,6 +49,9 @@ class Metrics:
         self.open_orders = Gauge("hft_open_orders", "Our orders resting", ["venue"], registry=r)
         self.trading_state = Gauge("hft_trading_state", "0 active, 1 reducing (exposure-reducing orders only), 2 halted", registry=r)
         self.kill_switch = Counter("hft_kill_switch", "Kill switch triggers", ["reason"], registry=r)
+        self.watchdog_cancels = Counter(
+            "hft_watchdog_cancels", "Cancel-alls by the dead man's switch on a silent venue", ["venue"], registry=r
+        )
 
     def venue(self, name: str) -> "VenueMetrics":
         return VenueMetrics(self, name)

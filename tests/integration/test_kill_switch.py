@@ -117,3 +117,31 @@ def test_hft_halt_command_stops_a_running_engine(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_dead_mans_switch_pulls_quotes_from_a_silent_venue():
+    cfg, venues, strategies = _load()
+    cfg.engine.stale_book_after_s = 1.0
+    cfg.venues[0].options.silence_after_s = 2.0  # alpha's market data stops; its order entry still works
+    metrics = Metrics(CollectorRegistry())
+    seen: dict = {}
+
+    def started(engine: Engine) -> None:
+        async def look() -> None:
+            await asyncio.sleep(1.5)
+            seen["alpha_before"] = len(engine.adapters["alpha"].engines["BTC/USDT"].open_orders("us"))
+            await asyncio.sleep(3.5)
+            seen["alpha_after"] = len(engine.adapters["alpha"].engines["BTC/USDT"].open_orders("us"))
+            seen["beta_after"] = len(engine.adapters["beta"].engines["BTC/USDT"].open_orders("us"))
+            seen["alpha_active"] = engine.books["BTC/USDT"].is_active("alpha")
+
+        engine.spawn(look(), "look")
+
+    summary = await run_engine(cfg, venues, strategies, duration=5.5, metrics=metrics, out=lambda s: None,
+                               on_started=started)
+    assert summary is not None
+    assert seen["alpha_before"] > 0
+    assert seen["alpha_active"] is False
+    assert seen["alpha_after"] == 0  # pulled by the watchdog, and not re-quoted while silent
+    assert seen["beta_after"] > 0  # the other venues keep quoting
+    assert metrics.registry.get_sample_value("hft_watchdog_cancels_total", {"venue": "alpha"}) >= 1

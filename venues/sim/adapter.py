@@ -65,6 +65,9 @@ class SimOptions(BaseModel):
     taker_size: FixedDecimal = Field("0.05", description="Mean size of a background marketable order")
     step_ms: float = Field(20.0, gt=0, description="How often the background flow advances")
     drop_delta_probability: float = Field(0.0, ge=0, le=1, description="Fault: share of book deltas lost (gaps)")
+    silence_after_s: float | None = Field(
+        None, gt=0, description="Fault: market data stops this long after connecting (orders still work)"
+    )
     balances: dict[str, FixedDecimal] = Field(
         default_factory=lambda: {"BTC": "10", "USDT": "1000000"},
         description="Our starting balances per asset",
@@ -127,6 +130,7 @@ class SimVenueAdapter(VenueAdapter):
         self._to_venue: _Pipe | None = None
         self._to_us: _Pipe | None = None
         self._market_data: _Pipe | None = None
+        self._silent_from_ns = 0
 
     # -- lifecycle ------------------------------------------------------------
     async def _connect(self) -> None:
@@ -134,6 +138,8 @@ class SimVenueAdapter(VenueAdapter):
         self._to_venue = _Pipe(o.latency_ms, self._arrive)
         self._to_us = _Pipe(o.latency_ms, self._receive)
         self._market_data = _Pipe(o.market_data_latency_ms, self._receive)
+        if o.silence_after_s is not None:
+            self._silent_from_ns = time.time_ns() + int(o.silence_after_s * 1e9)
 
     async def _load_instruments(self) -> dict[str, Instrument]:
         o: SimOptions = self.options
@@ -194,6 +200,9 @@ class SimVenueAdapter(VenueAdapter):
         pipe = self._market_data
         assert pipe is not None
         now = time.time_ns()
+        if self._silent_from_ns and now >= self._silent_from_ns:
+            engine.drain_trades()
+            return
         if changes:
             bids = [(p, s) for side, p, s in changes if side is Side.BUY]
             asks = [(p, s) for side, p, s in changes if side is Side.SELL]
