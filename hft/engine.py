@@ -57,7 +57,10 @@ class VenueStats:
     volume: int = 0  # base
     notional: int = 0  # quote
     gaps: int = 0
+    resyncs: int = 0
     dropped: int = 0
+    book_updates: int = 0
+    duplicate_fills: int = 0
 
 
 @dataclass(slots=True)
@@ -185,6 +188,7 @@ class Engine:
                     self.books[symbol] = ConsolidatedBook(symbol, max_age_ns=stale_ns)
                     self.portfolios[symbol] = Portfolio([])
                 self.portfolios[symbol].by_venue.setdefault(vc.name, Position())
+        self.metrics.count_from(self.stats)
         if not with_strategy:
             return
         sc = cfg.strategy
@@ -366,8 +370,6 @@ class Engine:
         self.open_orders[venue][order.client_order_id] = order
         self.exposure.add(venue, side, qty, order.risk_price)
         self.stats[venue].orders += 1
-        vm = self._vm[venue]
-        vm.orders.inc()
         if self._tick_recv_ns:
             self.metrics.tick_to_order.observe((self.clock.mono_ns() - self._tick_recv_ns) * 1e-9)
         self.adapters[venue].submit(order)
@@ -379,7 +381,6 @@ class Engine:
             return False
         order.cancel_requested_ns = self.clock.mono_ns()
         self.stats[order.venue].cancels += 1
-        self._vm[order.venue].cancels.inc()
         self.adapters[order.venue].cancel(order)
         if self.journal is not None:
             try:
@@ -427,8 +428,7 @@ class Engine:
         book = self.books.get(ev.symbol)
         if book is None:
             return
-        vm = self._vm[ev.venue]
-        vm.book_updates.inc()
+        self.stats[ev.venue].book_updates += 1
         if not book.apply_delta(ev.venue, ev.first_seq, ev.last_seq, ev.bids, ev.asks, ev.ts_recv):
             if (ev.venue, ev.symbol) in self._resyncing:
                 return  # the book is waiting for its snapshot
@@ -439,7 +439,7 @@ class Engine:
         book = self.books.get(ev.symbol)
         if book is None:
             return
-        self._vm[ev.venue].book_updates.inc()
+        self.stats[ev.venue].book_updates += 1
         book.apply_snapshot(ev.venue, ev.bids, ev.asks, ev.seq, ev.ts_recv)
         self._resyncing.discard((ev.venue, ev.symbol))
         self._vm[ev.venue].book_valid.set(1)
@@ -459,11 +459,9 @@ class Engine:
 
     def _on_gap(self, venue: str, symbol: str) -> None:
         self.stats[venue].gaps += 1
-        vm = self._vm[venue]
-        vm.book_gaps.inc()
-        vm.book_valid.set(0)
+        self._vm[venue].book_valid.set(0)
         self._resyncing.add((venue, symbol))
-        vm.book_resyncs.inc()
+        self.stats[venue].resyncs += 1
         log.warning("venue %s: %s book gap, resyncing", venue, symbol)
         self.spawn(self.adapters[venue].resync_book(symbol), f"resync:{venue}:{symbol}")
 
@@ -497,7 +495,6 @@ class Engine:
             self._vm[ev.venue].order_ack.observe((ev.ts_recv - order.created_ns) * 1e-9)
         order.reject_reason = ev.reason
         self.stats[ev.venue].rejects += 1
-        self._vm[ev.venue].rejects.inc()
         log.info("venue %s rejected %s: %s", ev.venue, ev.client_order_id, ev.reason)
         self._finish(order, OrderStatus.REJECTED, ev.ts_recv)
 
@@ -525,10 +522,9 @@ class Engine:
     def _on_filled(self, ev: OrderFilled) -> None:
         fill = ev.fill
         key = (fill.venue, fill.trade_id)
-        vm = self._vm[fill.venue]
         if key in self._seen_fills:
             self._duplicate_fills += 1
-            vm.duplicate_fills.inc()
+            self.stats[fill.venue].duplicate_fills += 1
             return
         order = self._order_for(fill.venue, fill.client_order_id)
         if order is None:
@@ -538,7 +534,7 @@ class Engine:
         if len(seen) > _SEEN_FILLS_KEPT:
             seen.popitem(last=False)
         if order.status is OrderStatus.PENDING:
-            vm.order_ack.observe((fill.ts_recv - order.created_ns) * 1e-9)
+            self._vm[fill.venue].order_ack.observe((fill.ts_recv - order.created_ns) * 1e-9)
         qty = min(fill.qty, order.qty - order.filled_qty)
         order.filled_qty += fill.qty
         order.filled_notional += numbers.mul(fill.price, fill.qty)
@@ -551,8 +547,6 @@ class Engine:
         st.fills += 1
         st.volume += fill.qty
         st.notional += numbers.mul(fill.price, fill.qty)
-        vm.fills.inc()
-        vm.filled_qty.inc(numbers.to_float(fill.qty))
         pos_v = abs(portfolio.by_venue[fill.venue].qty)
         if pos_v > self._max_abs_venue[fill.venue]:
             self._max_abs_venue[fill.venue] = pos_v
@@ -604,7 +598,6 @@ class Engine:
 
     def _on_message_dropped(self, ev: MessageDropped) -> None:
         self.stats[ev.venue].dropped += 1
-        self._vm[ev.venue].messages_dropped.inc()
         log.warning("venue %s: dropped malformed message: %s", ev.venue, ev.reason)
 
     # ---------------------------------------------------------- housekeeping

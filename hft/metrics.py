@@ -6,7 +6,10 @@ touches a prepared object instead of resolving labels on every update.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 # Tick-to-order lives in microseconds; acknowledgements in (sub-)milliseconds to seconds.
 TICK_TO_ORDER_BUCKETS = (5e-6, 10e-6, 20e-6, 35e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3, 0.025)
@@ -28,17 +31,7 @@ class Metrics:
             "hft_order_ack_seconds", "Order sent -> venue acknowledgement (accepted/rejected/first fill)",
             ["venue"], buckets=ACK_BUCKETS, registry=r,
         )
-        self.book_updates = Counter("hft_book_updates", "Book snapshots and deltas applied", ["venue"], registry=r)
-        self.book_gaps = Counter("hft_book_gaps", "Sequence gaps detected (book invalid until resync)", ["venue"], registry=r)
-        self.book_resyncs = Counter("hft_book_resyncs", "Book snapshots requested after a gap", ["venue"], registry=r)
         self.book_valid = Gauge("hft_book_valid", "1 when the venue's book is in the consolidated book", ["venue"], registry=r)
-        self.messages_dropped = Counter("hft_messages_dropped", "Malformed venue messages dropped", ["venue"], registry=r)
-        self.orders = Counter("hft_orders", "Orders sent", ["venue"], registry=r)
-        self.cancels = Counter("hft_cancels", "Cancels sent", ["venue"], registry=r)
-        self.fills = Counter("hft_fills", "Fills received (duplicates excluded)", ["venue"], registry=r)
-        self.duplicate_fills = Counter("hft_duplicate_fills", "Fills seen twice and ignored", ["venue"], registry=r)
-        self.filled_qty = Counter("hft_filled_base", "Base quantity filled", ["venue"], registry=r)
-        self.rejects = Counter("hft_rejects", "Orders the venue rejected", ["venue"], registry=r)
         self.risk_denials = Counter("hft_risk_denials", "Orders stopped by pre-trade checks", ["venue", "reason"], registry=r)
         self.venue_up = Gauge("hft_venue_up", "1 when the venue is connected", ["venue"], registry=r)
         self.position = Gauge("hft_position_base", "Position in the base asset", ["venue"], registry=r)
@@ -55,6 +48,13 @@ class Metrics:
 
     def venue(self, name: str) -> "VenueMetrics":
         return VenueMetrics(self, name)
+
+    def count_from(self, stats: dict[str, Any]) -> None:
+        """Export per-venue counters straight from the engine's own ``VenueStats`` at scrape time.
+
+        The hot path then adds to plain ints and never takes a metrics lock; nothing is counted twice.
+        """
+        self.registry.register(_VenueStatsCollector(stats))
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP endpoint in a daemon thread; returns the bound port."""
@@ -73,11 +73,39 @@ class Metrics:
 class VenueMetrics:
     """Children of the labelled metrics for one venue, bound once."""
 
-    __slots__ = (
-        "order_ack", "book_updates", "book_gaps", "book_resyncs", "book_valid", "messages_dropped", "orders",
-        "cancels", "fills", "duplicate_fills", "filled_qty", "rejects", "venue_up", "position", "open_orders",
-    )
+    __slots__ = ("order_ack", "book_valid", "venue_up", "position", "open_orders")
 
     def __init__(self, m: Metrics, venue: str) -> None:
         for name in self.__slots__:
             setattr(self, name, getattr(m, name).labels(venue=venue))
+
+
+# (VenueStats field, metric name, help, scale): counters the engine keeps as ints, exported on scrape
+_STATS_COUNTERS = (
+    ("book_updates", "hft_book_updates", "Book snapshots and deltas applied", 1),
+    ("gaps", "hft_book_gaps", "Sequence gaps detected (book invalid until resync)", 1),
+    ("resyncs", "hft_book_resyncs", "Book snapshots requested after a gap", 1),
+    ("dropped", "hft_messages_dropped", "Malformed venue messages dropped", 1),
+    ("orders", "hft_orders", "Orders sent", 1),
+    ("cancels", "hft_cancels", "Cancels sent", 1),
+    ("fills", "hft_fills", "Fills received (duplicates excluded)", 1),
+    ("duplicate_fills", "hft_duplicate_fills", "Fills seen twice and ignored", 1),
+    ("rejects", "hft_rejects", "Orders the venue rejected", 1),
+    ("volume", "hft_filled_base", "Base quantity filled", 1e-9),
+)
+
+
+class _VenueStatsCollector:
+    def __init__(self, stats: dict[str, Any]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list:
+        return [CounterMetricFamily(name, help_, labels=["venue"]) for _, name, help_, _ in _STATS_COUNTERS]
+
+    def collect(self):
+        items = list(self._stats.items())  # venues are fixed after start-up; ints read atomically
+        for field, name, help_, scale in _STATS_COUNTERS:
+            family = CounterMetricFamily(name, help_, labels=["venue"])
+            for venue, st in items:
+                family.add_metric([venue], getattr(st, field) * scale)
+            yield family

@@ -120,6 +120,9 @@ class VenueAdapter:
 
     def submit(self, order: Order) -> None:
         """Send an order; its outcome arrives as events. Unsupported features are rejected here."""
+        if not order.post_only and order.time_in_force is TimeInForce.GTC and order.order_type is OrderType.LIMIT:
+            self._submit(order)  # a plain limit order: every venue takes it
+            return
         caps = self.capabilities
         reason = None
         if order.post_only and not caps.post_only:

@@ -28,7 +28,6 @@ from strategies.quoting import (
     compute_quotes,
     micro_price,
     mid_price,
-    needs_refresh,
 )
 
 
@@ -164,7 +163,9 @@ class MarketMakingStrategy(Strategy):
             if current is not None:
                 if current.cancel_requested_ns:
                     continue  # replacement waits for the cancel to land (keeps exposure honest)
-                if needs_refresh(current.price or 0, current.qty - current.filled_qty, price, q.qty, tolerance):
+                resting = current.price or 0
+                # needs_refresh, inlined: a new size, or a price moved beyond the tolerance
+                if current.qty - current.filled_qty != q.qty or abs(price - resting) * 10_000 > tolerance * resting:
                     to_cancel.append(current)
                 continue
             order = ctx.submit_order(
