@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DURATION ?= 30
 
-.PHONY: setup run test bench soak clean
+.PHONY: setup run run-local test bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ setup: $(STAMP)
 ## Market-make on the embedded default (three simulated venues) for $(DURATION) s.
 run: setup
 	$(VENV)/bin/hft run --duration $(DURATION)
+
+## Market-make through ccxt on three local exchange servers for $(DURATION) s.
+run-local: setup
+	$(PY) scripts/local_exchanges.py --duration $(DURATION)
 
 ## Unit, integration and short soak tests.
 test: setup
