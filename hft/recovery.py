@@ -22,6 +22,7 @@ The same :func:`reconcile_venue` runs after a venue's user stream reconnects.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Fills are fetched from a little before the oldest moment in doubt: venue and journal clocks differ.
 _FILL_LOOKBACK_NS = 60 * 10**9
+_POSITION_CHECKS = 3
+_POSITION_RECHECK_S = 0.25
 
 
 class RecoveryError(HftError):
@@ -127,7 +130,21 @@ async def reconcile_venue(engine: "Engine", venue: str, *, since_ns: int) -> Ven
             engine.close_gone(order)
             report.closed.append(cid)
 
-    report.problems.extend(await _check_positions(engine, venue))
+    # Fills can land between fetching them and fetching balances: settle, and look again, before
+    # calling a difference a problem.
+    for attempt in range(_POSITION_CHECKS):
+        problems = await _check_positions(engine, venue)
+        if not problems:
+            break
+        await asyncio.sleep(_POSITION_RECHECK_S)
+        for symbol in adapter.symbols:
+            for fill in await adapter.fetch_fills(symbol, max(0, since_ns - _FILL_LOOKBACK_NS)):
+                if not engine.has_fill(venue, fill.trade_id):
+                    if fill.client_order_id not in engine.orders:
+                        engine.manage(_order_from_fill(engine, fill, None))
+                    engine.on_event(OrderFilled(fill, 0))
+                    report.missed_fills += 1
+    report.problems.extend(problems)
     log.info("reconciled %s", report.summary())
     return report
 
