@@ -40,6 +40,7 @@ from hft.recovery import RecoveryError, reconcile_venue, restore_from_journal
 from hft.registry import Registry
 from hft.risk import Available, Exposure, RiskEngine, RiskLimits, TradingState
 from hft.strategy import Strategy
+from hft.tasks import OwnedTasks
 from hft.venue import VenueAdapter
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Engine:
         self._seen_fills: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._duplicate_fills = 0
         self._tick_recv_ns = 0  # receipt time of the market event being handled, 0 outside one
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = OwnedTasks("engine")
         self._gc_disabled = False
         self._order_listeners: list[Callable[[Order, Fill | None], None]] = []
         self._resyncing: set[tuple[str, str]] = set()
@@ -287,15 +288,7 @@ class Engine:
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task:
         """Start a task the engine owns: kept until done, cancelled and awaited by ``stop()``."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+        return self._tasks.spawn(coro, name)
 
     # ------------------------------------------------------- trading API (ctx)
     def instrument(self, venue: str, symbol: str) -> Instrument:
@@ -721,10 +714,7 @@ class Engine:
                 self.strategy.on_stop()
             except Exception:  # noqa: BLE001
                 log.exception("strategy on_stop failed")
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         timeout = self.config.engine.shutdown_timeout_s
         left = await self._cancel_everything(timeout)
         self.refresh_gauges()

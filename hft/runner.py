@@ -19,23 +19,12 @@ from hft.secrets import redact
 log = logging.getLogger(__name__)
 
 
-async def run(
-    cfg: Any,
-    venues: Registry,
-    strategies: Registry,
-    *,
-    duration: float | None = None,
-    quiet: bool = False,
-    install_signals: bool = False,
-    metrics: Metrics | None = None,
-    out: Callable[[str], None] | None = None,
-    on_started: Callable[[Engine], None] | None = None,
-) -> int:
-    """Run until ``duration`` elapses or a stop signal; returns the process exit code."""
-    summary = await run_engine(
-        cfg, venues, strategies, duration=duration, quiet=quiet, install_signals=install_signals,
-        metrics=metrics, out=out, on_started=on_started,
-    )
+async def run(cfg: Any, venues: Registry, strategies: Registry, **options: Any) -> int:
+    """Run until ``duration`` elapses or a stop signal; returns the process exit code.
+
+    Takes the options of :func:`run_engine`. 1 if start-up failed or orders may remain open.
+    """
+    summary = await run_engine(cfg, venues, strategies, **options)
     if summary is None:
         return 1
     return 0 if all(v == 0 for v in summary.open_orders_left.values()) else 1

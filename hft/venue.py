@@ -25,7 +25,6 @@ counting); a subclass implements the short list of ``_hooks``:
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
@@ -34,10 +33,10 @@ from pydantic import BaseModel, ConfigDict
 from hft.clock import Clock
 from hft.events import OrderRejected
 from hft.model import Balance, Capabilities, Fill, Instrument, OpenOrderSnapshot, Order, OrderType, TimeInForce
+from hft.tasks import OwnedTasks
 
 EventSink = Callable[[Any], None]
 
-log = logging.getLogger(__name__)
 
 
 class NoOptions(BaseModel):
@@ -80,7 +79,7 @@ class VenueAdapter:
         self._api_key = api_key
         self._api_secret = api_secret
         self._seed = seed
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = OwnedTasks(f"venue {name}")
         self.connected = False
 
     def __repr__(self) -> str:  # never shows credentials
@@ -89,15 +88,7 @@ class VenueAdapter:
     # -- owned background work ------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task:
         """Start a task this adapter owns: kept until done, cancelled and awaited by ``close()``."""
-        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("venue %s: task %s failed: %r", self.name, task.get_name(), task.exception())
+        return self._tasks.spawn(coro, f"{self.name}:{name}")
 
     def emit(self, event: Any) -> None:
         """Deliver an event to the engine."""
@@ -157,11 +148,7 @@ class VenueAdapter:
 
     async def close(self) -> None:
         """Stop owned tasks and release connections. Safe to call twice."""
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         self.connected = False
         await self._close()
 
