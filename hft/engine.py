@@ -40,6 +40,7 @@ from hft.recovery import RecoveryError, reconcile_venue, restore_from_journal
 from hft.registry import Registry
 from hft.risk import Available, Exposure, RiskEngine, RiskLimits, TradingState
 from hft.strategy import Strategy
+from hft.secrets import redact
 from hft.tasks import OwnedTasks
 from hft.venue import VenueAdapter
 
@@ -118,7 +119,7 @@ class Engine:
         # venue -> asset -> balance before our first journaled trade; positions and cash flows add to it
         self.baselines: dict[str, dict[str, int]] = {}
         self._started_wall_ns = 0
-        self._last_reconcile_wall_ns = 0
+        self._last_reconcile_wall_ns: dict[str, int] = {}
         self.exposure = Exposure()
         self.adapters: dict[str, VenueAdapter] = {}
         self.books: dict[str, ConsolidatedBook] = {}
@@ -129,7 +130,7 @@ class Engine:
         self.risk_denials: dict[str, int] = {}
         self.strategy: Strategy | None = None
         self._vm: dict[str, VenueMetrics] = {}
-        self._seen_fills: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._seen_fills: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._duplicate_fills = 0
         self._tick_recv_ns = 0  # receipt time of the market event being handled, 0 outside one
         self._tasks = OwnedTasks("engine")
@@ -238,29 +239,40 @@ class Engine:
         previous = [s for s in self.journal.sessions() if s.session_id != self.journal.session_id]
         if not previous:
             return
+        # Reconcile from the oldest of the sessions since the last clean shutdown: any of them may
+        # have left fills the journal never saw (a kill, a crash, a start that refused to trade).
+        unclean = []
+        for session in reversed(previous):
+            if session.ended_ns is not None:
+                break
+            unclean.append(session)
+        since = (unclean[-1] if unclean else previous[-1]).started_ns
         replayed = restore_from_journal(self, persistent)
-        since = previous[-1].started_ns
+        self._peak_pnl = sum(p.net_pnl() for p in self.portfolios.values())  # drawdown counts from here
         reports = await asyncio.gather(*(reconcile_venue(self, v, since_ns=since) for v in persistent))
-        self._last_reconcile_wall_ns = self.clock.now_ns()
+        self._last_reconcile_wall_ns = dict.fromkeys(persistent, self.clock.now_ns())
         log.info("recovered from the journal: %d fills replayed; %s", replayed, "; ".join(r.summary() for r in reports))
         problems = [p for r in reports for p in r.problems]
         if problems:
             raise RecoveryError("positions do not reconcile, refusing to trade: " + "; ".join(problems))
 
     async def _reconcile_after_reconnect(self, venue: str) -> None:
-        since = self._last_reconcile_wall_ns or self._started_wall_ns
+        since = self._last_reconcile_wall_ns.get(venue) or self._started_wall_ns
+        started = self.clock.now_ns()
         report = await reconcile_venue(self, venue, since_ns=since)
         if report.problems:
             log.error("venue %s does not reconcile after reconnect: %s", venue, "; ".join(report.problems))
             await self.halt("reconciliation")
+            return
+        self._last_reconcile_wall_ns[venue] = started
 
     # -- used by recovery -----------------------------------------------------------
-    def remember_fill(self, venue: str, trade_id: str) -> None:
+    def remember_fill(self, venue: str, symbol: str, trade_id: str) -> None:
         """Count a fill as seen (journal replay), so the venue sending it again changes nothing."""
-        self._seen_fills[(venue, trade_id)] = None
+        self._seen_fills[(venue, symbol, trade_id)] = None
 
-    def has_fill(self, venue: str, trade_id: str) -> bool:
-        return (venue, trade_id) in self._seen_fills
+    def has_fill(self, venue: str, symbol: str, trade_id: str) -> bool:
+        return (venue, symbol, trade_id) in self._seen_fills
 
     def manage(self, order: Order) -> None:
         """Take an order that exists on its venue (recovered or adopted) under management."""
@@ -271,6 +283,7 @@ class Engine:
         self.orders[order.client_order_id] = order
         self.open_orders[order.venue][order.client_order_id] = order
         self.exposure.add(order.venue, order.side, order.qty - order.filled_qty, order.risk_price)
+        self.adapters[order.venue].track(order)
         if self.journal is not None:
             self.journal.record_order(order, "adopted" if order.tag == "adopted" else "recovered")
 
@@ -317,7 +330,7 @@ class Engine:
             return _UNKNOWN_BALANCE
         inst = self.adapters[venue].instruments[symbol]
         position = self.portfolios[symbol].by_venue[venue]
-        return Available(baseline.get(inst.quote, 0) + position.cash, baseline.get(inst.base, 0) + position.qty)
+        return Available(baseline.get(inst.quote, 0) + position.cash, baseline.get(inst.base, 0) + position.holdings)
 
     def next_client_order_id(self) -> str:
         return f"{self.cid_prefix}{next(self._cid_counter)}"
@@ -358,7 +371,11 @@ class Engine:
             return None
         order.risk_price = price if price is not None else fair
         if self.journal is not None:
-            self.journal.record_intent(order)  # raises if the journal is down: then the order never leaves
+            try:
+                self.journal.record_intent(order)
+            except JournalError:  # an order we could not record must not leave
+                self._deny(order, "journal_down")
+                return None
         self.orders[order.client_order_id] = order
         self.open_orders[venue][order.client_order_id] = order
         self.exposure.add(venue, side, qty, order.risk_price)
@@ -514,7 +531,7 @@ class Engine:
 
     def _on_filled(self, ev: OrderFilled) -> None:
         fill = ev.fill
-        key = (fill.venue, fill.trade_id)
+        key = (fill.venue, fill.symbol, fill.trade_id)  # venues number trades per symbol
         if key in self._seen_fills:
             self._duplicate_fills += 1
             self.stats[fill.venue].duplicate_fills += 1
@@ -614,8 +631,8 @@ class Engine:
                 self._vm[venue].book_valid.set(0)
                 self._watchdog(venue, book.symbol)
         self.refresh_gauges()
-        self._journal_positions()
         self._check_drawdown()
+        self._journal_positions()
         if self.strategy is not None and self._accepting_orders:
             self.strategy.on_timer(now)
         if self._print_status is not None:
@@ -633,9 +650,15 @@ class Engine:
             self.spawn(self.adapters[venue].cancel_all(symbol), f"watchdog:{venue}")
 
     def _journal_positions(self) -> None:
-        if self.journal is not None:
+        if self.journal is None:
+            return
+        self.metrics.journal_healthy.set(1 if self.journal.healthy else 0)
+        self.metrics.journal_backlog.set(self.journal.backlog)
+        try:
             for symbol, portfolio in self.portfolios.items():
                 self.journal.record_portfolio(symbol, portfolio)
+        except JournalError as exc:
+            log.error("journal down: %s; no new orders until it is back", exc)
 
     def _check_drawdown(self) -> None:
         net = sum(p.net_pnl() for p in self.portfolios.values())
@@ -732,10 +755,11 @@ class Engine:
         async def one(name: str, adapter: VenueAdapter) -> None:
             while True:
                 try:
-                    await adapter.cancel_all()
-                    remaining = await adapter.fetch_open_orders()
+                    async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                        await adapter.cancel_all()
+                        remaining = await adapter.fetch_open_orders()
                 except Exception as exc:  # noqa: BLE001 - keep trying until the deadline
-                    log.warning("venue %s: cancel-all failed: %s", name, exc)
+                    log.warning("venue %s: cancel-all failed: %s", name, redact(str(exc)) or type(exc).__name__)
                     remaining = None
                 if remaining == []:
                     left[name] = 0

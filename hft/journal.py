@@ -118,7 +118,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fills keyed by (venue, symbol, trade_id)
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -204,7 +204,7 @@ CREATE TABLE IF NOT EXISTS fills (
     ts_recv         INTEGER NOT NULL,            -- engine clock at receipt
     recorded_ns     INTEGER NOT NULL,            -- journal wall clock, ns since epoch
     session_id      INTEGER,
-    PRIMARY KEY (venue, trade_id)                -- a venue's trade id is unique on that venue
+    PRIMARY KEY (venue, symbol, trade_id)        -- venues number trades per symbol (Binance does)
 ) STRICT;
 CREATE INDEX IF NOT EXISTS fills_recorded ON fills (recorded_ns);
 CREATE INDEX IF NOT EXISTS fills_order ON fills (client_order_id);
@@ -259,7 +259,7 @@ _FILL_COLS = (
 # Not INSERT OR IGNORE: that also skips, silently, a row breaking a CHECK or NOT NULL constraint (a float
 # price would vanish as a "duplicate"). ON CONFLICT ... DO NOTHING ignores only the (venue, trade_id) clash.
 _INSERT_FILL = (
-    f"INSERT INTO fills ({_FILL_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (venue, trade_id) DO NOTHING"
+    f"INSERT INTO fills ({_FILL_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (venue, symbol, trade_id) DO NOTHING"
 )
 _SNAP_COLS = "ts_ns, session_id, symbol, venue, position, avg_price, realized, fees, mark"
 _INSERT_SNAP = f"INSERT INTO snapshots ({_SNAP_COLS}) VALUES (?,?,?,?,?,?,?,?,?)"
@@ -521,12 +521,14 @@ class JournalReader:
             params.append(venue)
         return [FillRow._from_db(r) for r in self._recent("fills", _FILL_COLS, where, params, "recorded_ns", limit)]
 
-    def fill_ids(self, venue: str) -> set[str]:
-        """Trade ids already journaled for ``venue`` (seed a restart's duplicate filter with them)."""
-        return {r[0] for r in self._query("SELECT trade_id FROM fills WHERE venue = ?", (venue,))}
+    def fill_ids(self, venue: str) -> set[tuple[str, str]]:
+        """``(symbol, trade id)`` of every fill journaled for ``venue``."""
+        return {(r[0], r[1]) for r in self._query("SELECT symbol, trade_id FROM fills WHERE venue = ?", (venue,))}
 
-    def has_fill(self, venue: str, trade_id: str) -> bool:
-        return bool(self._query("SELECT 1 FROM fills WHERE venue = ? AND trade_id = ?", (venue, trade_id)))
+    def has_fill(self, venue: str, symbol: str, trade_id: str) -> bool:
+        return bool(self._query(
+            "SELECT 1 FROM fills WHERE venue = ? AND symbol = ? AND trade_id = ?", (venue, symbol, trade_id)
+        ))
 
     # -- snapshots
     def snapshots(self, since_ns: int | None = None) -> list[SnapshotRow]:
@@ -777,9 +779,10 @@ class Journal(JournalReader):
         """
         self._call(None, timeout)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """End the session, flush, stop the writer and close both connections.
+    def close(self, timeout: float = 10.0, *, clean: bool = True) -> None:
+        """End the session (unless the run was not ``clean``), flush, stop the writer, close both connections.
 
+        A session left without an end marks a run a restart must reconcile from (see ``hft/recovery.py``).
         Raises after cleaning up if the queued records could not all be committed.
         """
         if self._thread is None or self._closed:
@@ -788,7 +791,7 @@ class Journal(JournalReader):
             return
         error: BaseException | None = None
         try:
-            if self.session_id is not None:
+            if self.session_id is not None and clean:
                 self.end_session(timeout)
             self.flush(timeout)
         except (JournalError, TimeoutError) as exc:

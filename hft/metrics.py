@@ -42,6 +42,8 @@ class Metrics:
         self.open_orders = Gauge("hft_open_orders", "Our orders resting", ["venue"], registry=r)
         self.trading_state = Gauge("hft_trading_state", "0 active, 1 reducing (exposure-reducing orders only), 2 halted", registry=r)
         self.kill_switch = Counter("hft_kill_switch", "Kill switch triggers", ["reason"], registry=r)
+        self.journal_healthy = Gauge("hft_journal_healthy", "1 while the journal writer commits", registry=r)
+        self.journal_backlog = Gauge("hft_journal_backlog", "Journal records waiting for the writer", registry=r)
         self.watchdog_cancels = Counter(
             "hft_watchdog_cancels", "Cancel-alls by the dead man's switch on a silent venue", ["venue"], registry=r
         )

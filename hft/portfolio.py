@@ -9,7 +9,7 @@ open position to a price the engine supplies (the consolidated mid).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hft import numbers
 from hft.model import Fill
@@ -23,11 +23,20 @@ class Position:
     fees: int = 0  # quote; negative when rebates dominate
     volume: int = 0  # base traded
     fills: int = 0
-    cash: int = 0  # quote paid out (-) and received (+), fees included
+    cash: int = 0  # quote paid out (-) and received (+), quote fees included
+    base_fees: int = 0  # fees the venue took in the base asset (Binance: on buys, without BNB)
+    other_fees: dict[str, int] = field(default_factory=dict)  # fees in a third asset (e.g. BNB), not in P&L
 
-    def apply(self, signed_qty: int, price: int, fee: int) -> None:
+    @property
+    def holdings(self) -> int:
+        """What the account's base balance moved by: the traded position less base-asset fees."""
+        return self.qty - self.base_fees
+
+    def apply(self, signed_qty: int, price: int, fee: int, fee_base: int = 0) -> None:
+        """One fill: ``fee`` in the quote asset, ``fee_base`` in the base asset (valued at the fill price)."""
         q = self.qty
-        self.fees += fee
+        self.fees += fee + numbers.mul(fee_base, price)
+        self.base_fees += fee_base
         self.cash -= numbers.mul(price, signed_qty) + fee
         self.volume += abs(signed_qty)
         self.fills += 1
@@ -60,15 +69,21 @@ class Portfolio:
         self.mark: int = 0
 
     def on_fill(self, fill: Fill) -> None:
-        if fill.fee_asset and fill.fee_asset != self._quote_asset(fill):
-            raise ValueError(f"fee in {fill.fee_asset} is not supported for {fill.symbol}")
+        """Apply a fill; its fee may be in the quote asset, the base asset, or a third asset."""
+        base, _, quote = fill.symbol.partition("/")
         signed = fill.qty * int(fill.side)
-        self.by_venue.setdefault(fill.venue, Position()).apply(signed, fill.price, fill.fee)
-        self.total.apply(signed, fill.price, fill.fee)
-
-    @staticmethod
-    def _quote_asset(fill: Fill) -> str:
-        return fill.symbol.partition("/")[2]
+        venue = self.by_venue.setdefault(fill.venue, Position())
+        if not fill.fee or not fill.fee_asset or fill.fee_asset == quote:
+            venue.apply(signed, fill.price, fill.fee)
+            self.total.apply(signed, fill.price, fill.fee)
+        elif fill.fee_asset == base:
+            venue.apply(signed, fill.price, 0, fill.fee)
+            self.total.apply(signed, fill.price, 0, fill.fee)
+        else:  # a third asset (BNB): tracked, but without its price it stays out of P&L
+            venue.apply(signed, fill.price, 0)
+            self.total.apply(signed, fill.price, 0)
+            for position in (venue, self.total):
+                position.other_fees[fill.fee_asset] = position.other_fees.get(fill.fee_asset, 0) + fill.fee
 
     def position(self, venue: str | None = None) -> int:
         return self.total.qty if venue is None else self.by_venue[venue].qty

@@ -74,7 +74,7 @@ def restore_from_journal(engine: "Engine", venues: list[str]) -> int:
         portfolio = engine.portfolios.get(fill.symbol)
         if portfolio is None or fill.venue not in venues:
             continue
-        engine.remember_fill(fill.venue, fill.trade_id)
+        engine.remember_fill(fill.venue, fill.symbol, fill.trade_id)
         portfolio.on_fill(fill)
         replayed += 1
     for row in journal.open_orders():
@@ -90,11 +90,12 @@ async def reconcile_venue(engine: "Engine", venue: str, *, since_ns: int) -> Ven
     policy = engine.config.recovery.open_orders
     for symbol in adapter.symbols:
         fills = await adapter.fetch_fills(symbol, max(0, since_ns - _FILL_LOOKBACK_NS))
+        asked_ns = engine.clock.mono_ns()  # orders sent after this cannot be in the answer
         open_at_venue = {o.client_order_id: o for o in await adapter.fetch_open_orders(symbol)}
 
         # 1. fills the journal missed, through the normal path (dedup, order state, portfolio, journal)
         for fill in fills:
-            if engine.has_fill(venue, fill.trade_id):
+            if engine.has_fill(venue, fill.symbol, fill.trade_id):
                 continue
             order = engine.orders.get(fill.client_order_id)
             if order is None:
@@ -106,7 +107,8 @@ async def reconcile_venue(engine: "Engine", venue: str, *, since_ns: int) -> Ven
         # 2. open at the venue but not managed: adopt or cancel
         for cid, snap in open_at_venue.items():
             order = engine.orders.get(cid)
-            if order is None or order.status.is_done:
+            thought_done = order is not None and order.status.is_done  # the venue disagrees: an orphan
+            if order is None or thought_done:
                 order = Order(
                     cid, venue, symbol, snap.side, snap.qty, snap.price, OrderType.LIMIT, TimeInForce.GTC,
                     status=OrderStatus.OPEN, venue_order_id=snap.venue_order_id, filled_qty=snap.filled_qty,
@@ -117,7 +119,7 @@ async def reconcile_venue(engine: "Engine", venue: str, *, since_ns: int) -> Ven
             order.venue_order_id = snap.venue_order_id
             if order.status is OrderStatus.PENDING:
                 order.status = OrderStatus.OPEN
-            if policy == "cancel" and not cid.startswith(engine.cid_prefix):
+            if thought_done or (policy == "cancel" and not cid.startswith(engine.cid_prefix)):
                 engine.cancel_order(order)
                 report.canceled.append(cid)
 
@@ -125,8 +127,10 @@ async def reconcile_venue(engine: "Engine", venue: str, *, since_ns: int) -> Ven
         for cid, order in list(engine.open_orders[venue].items()):
             if order.symbol != symbol or cid in open_at_venue or order.status.is_done:
                 continue
-            if order.status is OrderStatus.PENDING and cid.startswith(engine.cid_prefix):
-                continue  # this session's order still in flight: its own events will settle it
+            if cid.startswith(engine.cid_prefix) and (
+                order.status is OrderStatus.PENDING or order.created_ns >= asked_ns
+            ):
+                continue  # this session's order in flight, or sent after we asked: its own events settle it
             engine.close_gone(order)
             report.closed.append(cid)
 
@@ -139,7 +143,7 @@ async def reconcile_venue(engine: "Engine", venue: str, *, since_ns: int) -> Ven
         await asyncio.sleep(_POSITION_RECHECK_S)
         for symbol in adapter.symbols:
             for fill in await adapter.fetch_fills(symbol, max(0, since_ns - _FILL_LOOKBACK_NS)):
-                if not engine.has_fill(venue, fill.trade_id):
+                if not engine.has_fill(venue, fill.symbol, fill.trade_id):
                     if fill.client_order_id not in engine.orders:
                         engine.manage(_order_from_fill(engine, fill, None))
                     engine.on_event(OrderFilled(fill, 0))
@@ -167,7 +171,7 @@ async def _check_positions(engine: "Engine", venue: str) -> list[str]:
     for symbol in adapter.symbols:
         inst = adapter.instruments[symbol]
         position = engine.portfolios[symbol].by_venue[venue]
-        expected[inst.base] = expected.get(inst.base, 0) + position.qty
+        expected[inst.base] = expected.get(inst.base, 0) + position.holdings
         expected[inst.quote] = expected.get(inst.quote, 0) + position.cash
     problems = []
     for asset, moved_by_fills in expected.items():

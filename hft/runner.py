@@ -45,11 +45,19 @@ async def run_engine(
     """Like :func:`run` but returns the :class:`Summary` (``None`` if start-up failed)."""
     write = out or _print
     metrics = metrics or Metrics()
+    port = None
+    if cfg.metrics.enabled:
+        try:
+            port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            write(f"error: metrics endpoint {cfg.metrics.host}:{cfg.metrics.port}: {exc.strerror or exc}\n")
+            return None
     journal = None
     if cfg.journal.enabled:
         try:
             journal = Journal(cfg.journal.path, synchronous=cfg.journal.synchronous).open()
         except (OSError, JournalError) as exc:
+            metrics.shutdown()
             write(f"error: journal {cfg.journal.path}: {exc}\n")
             return None
     engine = Engine(
@@ -67,13 +75,7 @@ async def run_engine(
         loop.add_signal_handler(signal.SIGUSR1, engine.request_halt, "manual")
         loop.add_signal_handler(signal.SIGUSR2, engine.reduce_only, "manual")
         _write_pid(cfg.engine.pid_file)
-    port = None
-    if cfg.metrics.enabled:
-        try:
-            port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
-        except OSError as exc:
-            write(f"error: metrics endpoint {cfg.metrics.host}:{cfg.metrics.port}: {exc.strerror or exc}\n")
-            return None
+    clean = False
     try:
         try:
             engine.build()
@@ -97,6 +99,7 @@ async def run_engine(
         write("hft: stopping: cancelling resting orders on every venue\n")
         summary = await engine.stop()
         write(format_summary(summary) + "\n")
+        clean = all(v == 0 for v in summary.open_orders_left.values())
         return summary
     finally:
         if install_signals:
@@ -105,7 +108,7 @@ async def run_engine(
             _remove_pid(cfg.engine.pid_file)
         metrics.shutdown()
         if journal is not None:
-            journal.close()
+            journal.close(clean=clean)  # an unclean session is where the next start reconciles from
 
 
 class StatusPrinter:

@@ -83,7 +83,7 @@ def test_open_creates_parent_dirs_schema_and_wal(tmp_path, sync, code):
         indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
         assert {"orders_updated", "orders_open", "order_events_order", "fills_recorded", "snapshots_key"} <= indexes
         pk = [r[1] for r in raw.execute("PRAGMA table_info(fills)") if r[5]]
-        assert pk == ["venue", "trade_id"]
+        assert sorted(pk) == ["symbol", "trade_id", "venue"]
         raw.close()
         assert j._wconn.execute("PRAGMA synchronous").fetchone()[0] == code
     finally:
@@ -296,8 +296,12 @@ def test_fill_dedup_on_venue_and_trade_id(tmp_path):
     j.flush()
     assert len(j.fills()) == 3 and j.duplicate_fills == 1
     assert [f.price for f in j.fills(venue="beta")] == [P("61837.6"), P("61837.6")]  # the first one wins
-    assert j.fill_ids("beta") == {"t1", "t2"} and j.fill_ids("gamma") == set()
-    assert j.has_fill("alpha", "t1") and not j.has_fill("alpha", "t2")
+    assert j.fill_ids("beta") == {("BTC/USDT", "t1"), ("BTC/USDT", "t2")} and j.fill_ids("gamma") == set()
+    assert j.has_fill("alpha", "BTC/USDT", "t1") and not j.has_fill("alpha", "BTC/USDT", "t2")
+    eth = Fill("alpha", "ETH/USDT", "h1-9", "t1", Side.BUY, P("3000"), P("0.1"), P("0.03"), "USDT", Liquidity.MAKER)
+    j.record_fill(eth)  # trade ids are per symbol: the same id on another symbol is another fill
+    j.flush()
+    assert j.has_fill("alpha", "ETH/USDT", "t1") and j.duplicate_fills == 1
     j.close()
 
 
@@ -482,7 +486,7 @@ def test_sigkill_leaves_a_sound_journal_with_every_flushed_fill(tmp_path):
     j.record_fill(make_fill(0))  # a replay of an old fill is still a duplicate
     j.record_fill(fill("new-1"))
     j.flush()
-    assert j.duplicate_fills == 1 and j.has_fill("alpha", "new-1")
+    assert j.duplicate_fills == 1 and j.has_fill("alpha", "BTC/USDT", "new-1")
     assert [s.cid_prefix for s in j.sessions()] == ["crash-", "after-"]
     j.close()
     raw = sqlite3.connect(path)

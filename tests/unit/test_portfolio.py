@@ -3,8 +3,9 @@ from hft.model import Fill, Liquidity, Side
 from hft.portfolio import Portfolio
 
 
-def fill(venue, side, price, qty, fee="0", tid="1"):
-    return Fill(venue, "BTC/USDT", "c1", tid, side, n.parse(price), n.parse(qty), n.parse(fee), "USDT", Liquidity.MAKER)
+def fill(venue, side, price, qty, fee="0", tid="1", fee_asset="USDT"):
+    return Fill(venue, "BTC/USDT", "c1", tid, side, n.parse(price), n.parse(qty), n.parse(fee), fee_asset,
+                Liquidity.MAKER)
 
 
 def test_round_trip_realises_pnl_and_fees():
@@ -47,3 +48,25 @@ def test_rebate_counts_as_negative_fee():
     assert p.fees() == n.parse("-0.05")
     p.mark = n.parse("100")
     assert p.net_pnl() == n.parse("0.05")
+
+
+def test_fee_in_the_base_asset_reduces_holdings_not_cash():
+    """Binance without BNB: a buy pays its fee in the base asset."""
+    p = Portfolio(["a"])
+    p.on_fill(fill("a", Side.BUY, "100", "1", fee="0.001", fee_asset="BTC"))
+    pos = p.by_venue["a"]
+    assert pos.qty == n.parse("1")  # the traded position (risk, P&L)
+    assert pos.holdings == n.parse("0.999")  # what the base balance moved by
+    assert pos.cash == n.parse("-100")
+    assert p.fees() == n.parse("0.1")  # valued at the fill price
+    p.mark = n.parse("100")
+    assert p.net_pnl() == n.parse("-0.1")
+
+
+def test_fee_in_a_third_asset_is_kept_apart():
+    p = Portfolio(["a"])
+    p.on_fill(fill("a", Side.SELL, "100", "1", fee="0.0002", fee_asset="BNB"))
+    pos = p.by_venue["a"]
+    assert pos.qty == pos.holdings == n.parse("-1") and pos.cash == n.parse("100")
+    assert pos.other_fees == {"BNB": n.parse("0.0002")} and p.total.other_fees == {"BNB": n.parse("0.0002")}
+    assert p.fees() == 0
