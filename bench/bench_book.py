@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 
 from hft.book import ConsolidatedBook, VenueBook  # noqa: E402
 from hft.numbers import SCALE, parse  # noqa: E402
-from hft.recording import is_depth_snapshot, iter_messages, stream_data  # noqa: E402
+from venues.sim.recording import is_depth_snapshot, iter_messages, stream_data  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "binance"
 FILES = ("spot_btcusdt_20240808.gz", "usdm_btcusdt_20240808.gz", "cm_btcusd_perp_20240808.gz")

@@ -54,7 +54,7 @@ from hft import numbers  # noqa: E402
 from hft.book import ConsolidatedBook, VenueBook  # noqa: E402
 from hft.model import Side  # noqa: E402
 from hft.numbers import SCALE, parse  # noqa: E402
-from hft.recording import is_depth_snapshot, iter_messages, stream_data  # noqa: E402
+from venues.sim.recording import is_depth_snapshot, iter_messages, stream_data  # noqa: E402
 from hft.router import ParentOrder, VenueInfo, best_single_venue, bps_worse, ideal_sweep, plan  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "binance"

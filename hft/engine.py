@@ -20,7 +20,6 @@ from hft import numbers
 from hft.book import ConsolidatedBook, VenueBook
 from hft.clock import Clock
 from hft.events import (
-    BalancesUpdated,
     BookDelta,
     BookSnapshot,
     CancelRejected,
@@ -157,7 +156,6 @@ class Engine:
             OrderCanceled: self._on_canceled,
             OrderFilled: self._on_filled,
             CancelRejected: self._on_cancel_rejected,
-            BalancesUpdated: self._on_balances,
             VenueStatus: self._on_venue_status,
             MessageDropped: self._on_message_dropped,
         }
@@ -551,6 +549,10 @@ class Engine:
         order.fees += fill.fee
         if not order.status.is_done:
             self.exposure.add(order.venue, order.side, -qty, order.risk_price)
+        if ev.cumulative_qty > order.filled_qty:
+            log.warning("venue %s: %s filled %s by the venue's count, %s by ours: fills missing",
+                        fill.venue, order.client_order_id, numbers.to_str(ev.cumulative_qty),
+                        numbers.to_str(order.filled_qty))
         portfolio = self.portfolios[fill.symbol]
         portfolio.on_fill(fill)
         st = self.stats[fill.venue]
@@ -588,9 +590,6 @@ class Engine:
                 strategy.on_fill(fill, order)
         for listener in self._order_listeners:
             listener(order, fill)
-
-    def _on_balances(self, ev: BalancesUpdated) -> None:
-        log.debug("venue %s balances: %s", ev.venue, {a: numbers.to_str(b.total) for a, b in ev.balances.items()})
 
     def _on_venue_status(self, ev: VenueStatus) -> None:
         vm = self._vm[ev.venue]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hft.model import Balance, Fill, Side
+from hft.model import Fill, Side
 
 Level = tuple[int, int]  # (price, size); size 0 deletes the level
 
@@ -98,13 +98,6 @@ class CancelRejected:
     venue: str
     client_order_id: str
     reason: str
-    ts_recv: int
-
-
-@dataclass(slots=True)
-class BalancesUpdated:
-    venue: str
-    balances: dict[str, Balance]
     ts_recv: int
 
 

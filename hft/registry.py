@@ -49,8 +49,8 @@ class Registry:
             module_name, _, attr = type_name.partition(":")
             try:
                 module = importlib.import_module(module_name)
-            except ImportError as exc:
-                raise UnknownTypeError(f"cannot import module {module_name!r}: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - a plug-in that fails to import is a config error
+                raise UnknownTypeError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
             try:
                 cls = getattr(module, attr)
             except AttributeError:

@@ -139,10 +139,14 @@ class RiskEngine:
                 after_total = total_position - exposure.total_sell - qty
                 if venue_position <= 0 or total_position <= 0 or after_venue < 0 or after_total < 0:
                     return "reducing_only"
+        if qty <= 0:
+            return "non_positive_qty"
         if qty > lim.max_order_qty:
             return "max_order_qty"
         price = order.price if order.price is not None else fair
-        notional = numbers.mul(price, qty) if price else 0
+        if not price:
+            return "no_reference_price"  # a market order with no book to value it against
+        notional = numbers.mul(price, qty)
         if notional > lim.max_order_notional:
             return "max_order_notional"
         if not book_active:

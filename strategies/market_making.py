@@ -28,6 +28,7 @@ from strategies.quoting import (
     compute_quotes,
     micro_price,
     mid_price,
+    needs_refresh,
 )
 
 
@@ -163,9 +164,7 @@ class MarketMakingStrategy(Strategy):
             if current is not None:
                 if current.cancel_requested_ns:
                     continue  # replacement waits for the cancel to land (keeps exposure honest)
-                resting = current.price or 0
-                # needs_refresh, inlined: a new size, or a price moved beyond the tolerance
-                if current.qty - current.filled_qty != q.qty or abs(price - resting) * 10_000 > tolerance * resting:
+                if needs_refresh(current.price or 0, current.qty - current.filled_qty, price, q.qty, tolerance):
                     to_cancel.append(current)
                 continue
             order = ctx.submit_order(
@@ -186,8 +185,8 @@ class MarketMakingStrategy(Strategy):
                 self.ctx.cancel_order(order)
 
     def on_order_update(self, order: Order) -> None:
-        self._dirty = True
-        if order.status.is_done:
+        if order.status.is_done:  # a slot came free (an acknowledgement changes no quote)
+            self._dirty = True
             self._forget(order)
 
     def on_fill(self, fill: Fill, order: Order) -> None:

@@ -611,7 +611,7 @@ async def test_wallet_shared_across_symbols(env):
 
 def _reference_book(path: Path, count: int):
     """Binance's sync recipe over the first ``count`` messages, written independently of the server."""
-    from hft.recording import iter_messages
+    from venues.sim.recording import iter_messages
 
     bids: dict[int, int] = {}
     asks: dict[int, int] = {}
@@ -701,7 +701,7 @@ async def test_replay_at_recorded_pace_times_speed(env):
 
 
 def _messages_up_to(path: Path, recv_ns: int) -> int:
-    from hft.recording import iter_lines
+    from venues.sim.recording import iter_lines
 
     return sum(1 for ts, _ in iter_lines(path) if ts <= recv_ns)
 

@@ -13,7 +13,7 @@ from sortedcontainers import SortedDict
 from hft.book import ConsolidatedBook, VenueBook
 from hft.model import Side
 from hft.numbers import PPM, parse
-from hft.recording import is_depth_snapshot, iter_messages, stream_data
+from venues.sim.recording import is_depth_snapshot, iter_messages, stream_data
 
 BUY, SELL = Side.BUY, Side.SELL
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

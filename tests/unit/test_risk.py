@@ -35,6 +35,13 @@ def test_order_size_and_notional():
     assert check(r, order(Side.BUY, "1")) is None
 
 
+def test_non_positive_quantity_and_unpriced_market_orders_are_denied():
+    r = RiskEngine(limits())
+    assert check(r, order(Side.BUY, "0")) == "non_positive_qty"
+    assert check(r, Order("c", "a", "BTC/USDT", Side.SELL, -n.parse("1"), PX)) == "non_positive_qty"
+    assert check(r, order(Side.BUY, "0.1", price=None), fair=0) == "no_reference_price"
+
+
 def test_price_band_is_a_fat_finger_guard():
     r = RiskEngine(limits(price_band_bps=50))
     assert check(r, order(Side.BUY, "0.1", price=n.parse("20101"))) == "price_band"  # 50.5 bp away

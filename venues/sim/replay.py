@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hft import numbers
 from hft.model import OrderType, Side, TimeInForce
-from hft.recording import is_depth_snapshot, iter_messages
+from venues.sim.recording import is_depth_snapshot, iter_messages
 
 from venues.sim.matching import ExecReport
 
