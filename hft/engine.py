@@ -281,7 +281,7 @@ class Engine:
         self.orders[order.client_order_id] = order
         self.open_orders[order.venue][order.client_order_id] = order
         self.exposure.add(order.venue, order.side, order.qty - order.filled_qty, order.risk_price)
-        self.adapters[order.venue].track(order)
+        self.adapters[order.venue].adopt(order)
         if self.journal is not None:
             self.journal.record_order(order, "adopted" if order.tag == "adopted" else "recovered")
 

@@ -18,7 +18,7 @@ counting); a subclass implements the short list of ``_hooks``:
 ``_fetch_open_orders()``  what the venue says is open (reconciliation)
 ``_fetch_balances()``     what the venue says we hold
 ``_fetch_fills(s, since)`` our recent fills as the venue has them (reconciliation)
-``_track(order)``         an order we did not send is ours now (optional)
+``_adopt(order)``         an order we did not send is ours now (optional)
 ``_close()``              release everything
 ========================  =====================================================
 """
@@ -130,10 +130,10 @@ class VenueAdapter:
             return
         self._submit(order)
 
-    def track(self, order: Order) -> None:
+    def adopt(self, order: Order) -> None:
         """An order this process did not send (recovered or adopted at reconciliation) is ours now:
         route its updates and fills like those of our own orders."""
-        self._track(order)
+        self._adopt(order)
 
     def cancel(self, order: Order) -> None:
         """Request a cancel; the outcome arrives as an event."""
@@ -189,7 +189,7 @@ class VenueAdapter:
     async def _fetch_fills(self, symbol: str, since_ns: int) -> list[Fill]:
         raise NotImplementedError
 
-    def _track(self, order: Order) -> None:
+    def _adopt(self, order: Order) -> Any:
         return None  # an adapter that routes every update by client order id needs nothing
 
     async def _close(self) -> None:
