@@ -31,10 +31,13 @@ async def test_kill_switch_cancels_everywhere_within_a_second_and_stays_halted()
 
     def started(engine: Engine) -> None:
         async def trigger() -> None:
-            await asyncio.sleep(2.0)
-            seen["resting_before"] = sum(
-                len(m.open_orders("us")) for a in engine.adapters.values() for m in a.engines.values()
-            )
+            for _ in range(100):  # until quotes rest on the venues
+                seen["resting_before"] = sum(
+                    len(m.open_orders("us")) for a in engine.adapters.values() for m in a.engines.values()
+                )
+                if seen["resting_before"] >= 6:
+                    break
+                await asyncio.sleep(0.05)
             t0 = time.monotonic()
             left = await engine.halt("test")
             seen["confirm_s"] = time.monotonic() - t0
@@ -125,24 +128,35 @@ async def test_dead_mans_switch_pulls_quotes_from_a_silent_venue():
     cfg.engine.stale_book_after_s = 1.0
     cfg.venues[0].options.silence_after_s = 2.0  # alpha's market data stops; its order entry still works
     metrics = Metrics(CollectorRegistry())
-    seen: dict = {}
+    seen: dict = {"alpha_before": 0, "beta_after": 0}
+
+    def resting(engine: Engine, venue: str) -> int:
+        return len(engine.adapters[venue].engines["BTC/USDT"].open_orders("us"))
 
     def started(engine: Engine) -> None:
         async def look() -> None:
-            await asyncio.sleep(1.5)
-            seen["alpha_before"] = len(engine.adapters["alpha"].engines["BTC/USDT"].open_orders("us"))
-            await asyncio.sleep(3.5)
-            seen["alpha_after"] = len(engine.adapters["alpha"].engines["BTC/USDT"].open_orders("us"))
-            seen["beta_after"] = len(engine.adapters["beta"].engines["BTC/USDT"].open_orders("us"))
-            seen["alpha_active"] = engine.books["BTC/USDT"].is_active("alpha")
+            book = engine.books["BTC/USDT"]
+            await engine.wait_for_books()
+            while book.is_active("alpha"):  # quoting there until the silence makes its book stale
+                seen["alpha_before"] = max(seen["alpha_before"], resting(engine, "alpha"))
+                await asyncio.sleep(0.05)
+            for _ in range(100):  # the watchdog runs on the next housekeeping tick
+                if resting(engine, "alpha") == 0:
+                    break
+                await asyncio.sleep(0.05)
+            for _ in range(20):  # alpha stays empty while silent; the others keep quoting
+                seen["alpha_after"] = max(seen.get("alpha_after", 0), resting(engine, "alpha"))
+                seen["beta_after"] = max(seen["beta_after"], resting(engine, "beta"))
+                await asyncio.sleep(0.05)
+            seen["alpha_active"] = book.is_active("alpha")
 
         engine.spawn(look(), "look")
 
-    summary = await run_engine(cfg, venues, strategies, duration=5.5, metrics=metrics, out=lambda s: None,
+    summary = await run_engine(cfg, venues, strategies, duration=8.0, metrics=metrics, out=lambda s: None,
                                on_started=started)
     assert summary is not None
     assert seen["alpha_before"] > 0
     assert seen["alpha_active"] is False
-    assert seen["alpha_after"] == 0  # pulled by the watchdog, and not re-quoted while silent
-    assert seen["beta_after"] > 0  # the other venues keep quoting
+    assert seen["alpha_after"] == 0  # pulled, and not re-quoted while silent
+    assert seen["beta_after"] > 0
     assert metrics.registry.get_sample_value("hft_watchdog_cancels_total", {"venue": "alpha"}) >= 1
