@@ -189,7 +189,7 @@ class VenueAdapter:
     async def _fetch_fills(self, symbol: str, since_ns: int) -> list[Fill]:
         raise NotImplementedError
 
-    def _adopt(self, order: Order) -> Any:
+    def _adopt(self, order: Order) -> None:
         return None  # an adapter that routes every update by client order id needs nothing
 
     async def _close(self) -> None:

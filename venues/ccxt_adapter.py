@@ -139,6 +139,9 @@ _DONE_ORDERS_KEPT = 20_000
 _PENDING_TRADES_KEPT = 10_000
 _MISSING_FILLS_DELAY_S = 0.3  # a stream fill may be a moment behind its order update
 _RESUBSCRIBE_SETTLE_S = 0.5  # after a user-stream reconnect, reconcile once the subscription is (surely) made
+_SINGLE_LOOKUPS_MAX = 5  # more orders of unknown client id than this: fetch them in pages (fetch_orders)
+_ORDER_LOOKBACK_MS = 60_000  # an order filled in the window was created at most this long before it, mostly
+_ORDER_PAGES_MAX = 20
 
 
 class CcxtOptions(BaseModel):
@@ -359,6 +362,9 @@ class CcxtVenueAdapter(VenueAdapter):
         self._by_vid: dict[str, _Tracked] = {}
         self._seen_trades: OrderedDict[str, None] = OrderedDict()
         self._pending_trades: OrderedDict[str, list[dict]] = OrderedDict()  # venue order id -> early trades
+        # venue order id -> its client order id on the wire (None: it has none), for orders this process did
+        # not send; an order's ids never change, so each is looked up once, not at every reconciliation
+        self._wire_of: OrderedDict[str, str | None] = OrderedDict()
         self._feeds: dict[str, _BookFeed] = {}
         self._px_cache: dict[float, int] = {}
         self._md_down = False
@@ -686,10 +692,10 @@ class CcxtVenueAdapter(VenueAdapter):
             self.emit(OrderRejected(self.name, cid, "client order id already used", now))
             return
         st = _Tracked(order, wire_id, sent_ns=now)
-        self._track(cid, st)
+        self._keep(cid, st)
         st.submit_task = self.spawn(self._submit_task(st), f"submit:{cid}")
 
-    def _track(self, cid: str, st: _Tracked) -> None:
+    def _keep(self, cid: str, st: _Tracked) -> None:
         self._orders[cid] = st
         if len(self._orders) > _DONE_ORDERS_KEPT:
             for old_cid in list(self._orders)[: len(self._orders) // 10]:
@@ -1002,10 +1008,35 @@ class CcxtVenueAdapter(VenueAdapter):
     # ------------------------------------------------------------------ cancel
     def _cancel(self, order: Order) -> None:
         st = self._orders.get(order.client_order_id)
+        if st is None or (st.venue_id is None and order.venue_order_id is not None):
+            self._adopt(order)  # an order we did not send, or whose venue id reconciliation just learnt
+            st = self._orders.get(order.client_order_id)
         if st is None:
             self.emit(CancelRejected(self.name, order.client_order_id, "unknown order", self.clock.mono_ns()))
             return
         self._spawn_cancel(st)
+
+    def _adopt(self, order: Order) -> None:
+        """An order this process did not send is ours now (recovered from the journal or adopted at
+        reconciliation): its updates, fills, cancel and settling go through the same paths as our own."""
+        if order.status.is_done:
+            return
+        cid = order.client_order_id
+        st = self._orders.get(cid)
+        if st is None:
+            st = _Tracked(
+                order, self.options.client_order_id_prefix + cid, accepted=order.venue_order_id is not None,
+                filled=order.filled_qty, venue_filled=order.filled_qty, sent_ns=self.clock.mono_ns(),
+            )
+            self._keep(cid, st)
+            self.stats["tracked"] += 1
+        elif st.order is not order:  # one we had settled as done or lost that the venue still has open
+            st.order, st.done, st.lost = order, False, False
+        vid = order.venue_order_id
+        if vid is not None and st.venue_id is None:
+            st.venue_id = vid
+            self._by_vid[vid] = st
+            self._flush_pending_trades(st)  # stream fills that came before we knew the order
 
     async def _cancel_task(self, st: _Tracked) -> None:
         cid = st.order.client_order_id
@@ -1169,6 +1200,8 @@ class CcxtVenueAdapter(VenueAdapter):
             for st in list(self._orders.values()):
                 if st.order.symbol != symbol or st.done or id(st) in listed or st.sent_ns >= started:
                     continue
+                if st.order.status.is_done:  # the engine closed it (gone from the venue at its reconciliation)
+                    continue
                 if st.submit_task is not None and not st.submit_task.done():
                     continue
                 await self._settle_quietly(st)  # we think it is live, the venue does not list it
@@ -1202,9 +1235,10 @@ class CcxtVenueAdapter(VenueAdapter):
     async def _fetch_fills(self, symbol: str, since_ns: int) -> list[Fill]:
         """Our fills on ``symbol`` since ``since_ns`` from ``fetch_my_trades``, paged by time, oldest first.
 
-        A trade of an order this process did not send is attributed through the order's client id
-        (one ``fetch_order`` per unknown order). Every fill returned counts as delivered: the engine
-        feeds what it has not seen through its own path, so the stream must not send it again.
+        A trade of an order this process did not send is attributed through the order's client id: looked
+        up once per order (an order's ids never change), in pages of ``fetch_orders`` when there are many.
+        Every fill returned counts as delivered: the engine feeds what it has not seen through its own
+        path, so the stream must not send it again.
         """
         ex = self.exchange
         prefix = self.options.client_order_id_prefix
@@ -1222,7 +1256,11 @@ class CcxtVenueAdapter(VenueAdapter):
         except Exception as exc:  # noqa: BLE001
             raise to_hft_error(exc, self.name, "fetch fills") from None
         out: list[Fill] = []
-        wire_of: dict[str, str | None] = {}
+        wire_of = self._wire_of
+        unknown = {str(t.get("order")) for t in trades.values()} - self._by_vid.keys() - wire_of.keys()
+        if len(unknown) > _SINGLE_LOOKUPS_MAX and ex.has.get("fetchOrders"):
+            first_ms = min(int(t.get("timestamp") or since_ms) for t in trades.values())
+            await self._learn_client_ids(symbol, unknown, max(0, first_ms - _ORDER_LOOKBACK_MS))
         for tid, t in sorted(trades.items(), key=lambda kv: (kv[1].get("timestamp") or 0, kv[0])):
             vid = str(t.get("order"))
             st = self._by_vid.get(vid)
@@ -1232,7 +1270,7 @@ class CcxtVenueAdapter(VenueAdapter):
                 if vid not in wire_of:
                     try:
                         o = await self._call("fetch order", ex.fetch_order, vid, symbol, idempotent=True)
-                        wire_of[vid] = o.get("clientOrderId")
+                        self._remember_wire(vid, o.get("clientOrderId"))
                     except Exception as exc:  # noqa: BLE001
                         raise to_hft_error(exc, self.name, "fetch fills") from None
                 wire = wire_of[vid]
@@ -1253,6 +1291,35 @@ class CcxtVenueAdapter(VenueAdapter):
                     if st.filled >= st.order.qty and not st.lost:
                         st.done = True
         return out
+
+    def _remember_wire(self, vid: str, wire: str | None) -> None:
+        self._wire_of[vid] = wire
+        if len(self._wire_of) > _DONE_ORDERS_KEPT:
+            self._wire_of.popitem(last=False)
+
+    async def _learn_client_ids(self, symbol: str, vids: set[str], since_ms: int) -> None:
+        """The client ids of many orders at once, from pages of ``fetch_orders`` (Binance ``allOrders``:
+        weight 20 for up to 1000 orders, where each ``fetch_order`` weighs 4). A restart after a run of
+        crashes reconciles from the oldest of them: one lookup per filled order would grow with every
+        restart until the venue answers 429 and bans. Orders not found here are looked up one by one."""
+        ex = self.exchange
+        todo = set(vids)
+        start = since_ms
+        try:
+            for _ in range(_ORDER_PAGES_MAX):
+                page = await self._call("fetch orders", ex.fetch_orders, symbol, start, 1000, idempotent=True)
+                for o in page:
+                    vid = str(o.get("id"))
+                    self._remember_wire(vid, o.get("clientOrderId"))
+                    todo.discard(vid)
+                if not todo or len(page) < 1000:
+                    return
+                last = max(int(o.get("timestamp") or 0) for o in page)
+                if last <= start:
+                    return
+                start = last
+        except Exception as exc:  # noqa: BLE001
+            raise to_hft_error(exc, self.name, "fetch fills") from None
 
     async def _fetch_balances(self) -> dict[str, Balance]:
         ex = self.exchange
