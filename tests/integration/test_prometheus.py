@@ -95,3 +95,31 @@ async def test_prometheus_scrapes_orders_fills_latency_and_pnl(tmp_path):
     assert float(seen["tick_to_order"][0]["value"][1]) > 0
     assert float(seen["p50"][0]["value"][1]) > 0  # a quantile Prometheus computed from our buckets
     assert seen["pnl"] and seen["position"]
+
+
+def test_grafana_dashboard_and_compose_prometheus_config_refer_to_real_series():
+    """Every hft_* series the shipped dashboard queries is one the engine exports."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from prometheus_client import generate_latest
+
+    from hft.execution import RouterMetrics
+
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "docker" / "grafana" / "dashboards" / "hft.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    wanted = {re.sub(r"_(bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"hft_[a-z_]+", e)}
+    cfg, venues, strategies = _load()
+    engine = Engine(cfg, venue_registry=venues, strategy_registry=strategies, metrics=Metrics(CollectorRegistry()))
+    engine.build()
+    RouterMetrics.of(engine)  # registered on first use, as when a parent is routed
+    for venue in engine.adapters:  # labelled children appear once touched, as they are in a run
+        engine.metrics.venue(venue)
+    exported = generate_latest(engine.metrics.registry).decode()
+    names = {re.sub(r"_(bucket|count|sum|created)$", "", m) for m in re.findall(r"^# TYPE (hft_[a-z_]+)", exported, re.M)}
+    names |= {n + "_total" for n in names}
+    assert wanted and wanted <= names, wanted - names
+    scrape = yaml.safe_load((root / "docker" / "prometheus.yml").read_text())
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["hft:9464"]
