@@ -130,7 +130,6 @@ class Engine:
         self.strategy: Strategy | None = None
         self._vm: dict[str, VenueMetrics] = {}
         self._seen_fills: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-        self._duplicate_fills = 0
         self._tick_recv_ns = 0  # receipt time of the market event being handled, 0 outside one
         self._tasks = OwnedTasks("engine")
         self._gc_disabled = False
@@ -531,7 +530,6 @@ class Engine:
         fill = ev.fill
         key = (fill.venue, fill.symbol, fill.trade_id)  # venues number trades per symbol
         if key in self._seen_fills:
-            self._duplicate_fills += 1
             self.stats[fill.venue].duplicate_fills += 1
             return
         order = self._order_for(fill.venue, fill.client_order_id)
@@ -802,7 +800,7 @@ class Engine:
             risk_denials=dict(self.risk_denials),
             max_abs_position_venue=dict(self._max_abs_venue),
             max_abs_position_total=self._max_abs_total,
-            duplicate_fills=self._duplicate_fills,
+            duplicate_fills=sum(st.duplicate_fills for st in self.stats.values()),
         )
 
 

@@ -360,7 +360,7 @@ class CcxtVenueAdapter(VenueAdapter):
         self.stats: Counter[str] = Counter()
         self._orders: OrderedDict[str, _Tracked] = OrderedDict()  # by engine client order id
         self._by_vid: dict[str, _Tracked] = {}
-        self._seen_trades: OrderedDict[str, None] = OrderedDict()
+        self._seen_trades: OrderedDict[tuple[str, str], None] = OrderedDict()  # (symbol, id): ids are per symbol
         self._pending_trades: OrderedDict[str, list[dict]] = OrderedDict()  # venue order id -> early trades
         # venue order id -> its client order id on the wire (None: it has none), for orders this process did
         # not send; an order's ids never change, so each is looked up once, not at every reconciliation
@@ -876,16 +876,16 @@ class CcxtVenueAdapter(VenueAdapter):
         if tid is None or tid == "":
             return  # a fill without an id cannot be deduplicated: its order's trades are fetched instead
         tid = str(tid)
-        if tid in self._seen_trades:
-            return
         order = st.order
+        if (order.symbol, tid) in self._seen_trades:
+            return
         try:
             fill = self._fill_from(t, order.symbol, order.client_order_id, order.side, st.venue_id or "",
                                    liquidity, ts_fallback)
         except (ValueError, TypeError, KeyError) as exc:
             self._dropped(f"trade {tid}: {exc}")
             return
-        self._remember_trade(tid)
+        self._remember_trade(order.symbol, tid)
         st.filled += fill.qty
         if st.filled > st.venue_filled:
             st.venue_filled = st.filled
@@ -894,9 +894,9 @@ class CcxtVenueAdapter(VenueAdapter):
         if st.filled >= order.qty and not st.lost:
             st.done = True
 
-    def _remember_trade(self, tid: str) -> None:
+    def _remember_trade(self, symbol: str, tid: str) -> None:
         seen = self._seen_trades
-        seen[tid] = None
+        seen[(symbol, tid)] = None
         if len(seen) > _SEEN_TRADES_KEPT:
             seen.popitem(last=False)
 
@@ -1283,8 +1283,8 @@ class CcxtVenueAdapter(VenueAdapter):
                 self._dropped(f"trade {tid}: {exc}")
                 continue
             out.append(fill)
-            if tid not in self._seen_trades:
-                self._remember_trade(tid)
+            if (symbol, tid) not in self._seen_trades:
+                self._remember_trade(symbol, tid)
                 if st is not None:
                     st.filled += fill.qty
                     st.venue_filled = max(st.venue_filled, st.filled)
