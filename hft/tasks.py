@@ -38,10 +38,20 @@ class OwnedTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def cancel_all(self) -> None:
-        """Cancel every task still running and wait for them to finish."""
+    async def cancel_all(self, timeout: float = 10.0) -> list[asyncio.Task]:
+        """Cancel every task still running and wait up to ``timeout`` s for them to finish.
+
+        Returns the tasks that did not finish in time (each logged with where it is stuck), so a
+        task that swallows its cancellation cannot hang a shutdown.
+        """
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return []
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            where = "; ".join(f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack())
+            log.error("%s: task %s ignored its cancellation for %.0fs, left behind (at %s)",
+                      self.owner, task.get_name(), timeout, where or "?")
+        return list(pending)

@@ -19,6 +19,7 @@ from hft.metrics import Metrics
 from hft.model import Side
 from hft.risk import TradingState
 from hft.runner import run_engine
+from hft.strategy import NoParams, Strategy
 from tests.integration.test_run_end_to_end import _load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,12 +124,34 @@ def test_hft_halt_command_stops_a_running_engine(tmp_path):
             proc.wait()
 
 
+class RestOnceAndForget(Strategy):
+    """A careless strategy: one far bid per venue, never cancelled, blind to stale books.
+
+    With it, only the engine's dead man's switch can take the quote off a silent venue.
+    """
+
+    def on_book(self, venue: str, symbol: str) -> None:
+        if getattr(self, "placed", None) is None:
+            self.placed: set[str] = set()
+        if venue in self.placed:
+            return
+        best = self.ctx.books[symbol].best_bid()
+        if best is None:
+            return
+        inst = self.ctx.instrument(venue, symbol)
+        price = inst.round_price(best[0] - best[0] // 200, Side.BUY)  # 0.5% under the bid: inside the band, unfilled
+        if self.ctx.submit_order(venue, symbol, Side.BUY, 10_000_000, price) is not None:
+            self.placed.add(venue)
+
+
 async def test_dead_mans_switch_pulls_quotes_from_a_silent_venue():
     cfg, venues, strategies = _load()
     cfg.engine.stale_book_after_s = 1.0
     cfg.venues[0].options.silence_after_s = 2.0  # alpha's market data stops; its order entry still works
+    cfg.strategy.type = f"{__name__}:RestOnceAndForget"
+    cfg.strategy.params = NoParams()
     metrics = Metrics(CollectorRegistry())
-    seen: dict = {"alpha_before": 0, "beta_after": 0}
+    seen: dict = {}
 
     def resting(engine: Engine, venue: str) -> int:
         return len(engine.adapters[venue].engines["BTC/USDT"].open_orders("us"))
@@ -136,27 +159,25 @@ async def test_dead_mans_switch_pulls_quotes_from_a_silent_venue():
     def started(engine: Engine) -> None:
         async def look() -> None:
             book = engine.books["BTC/USDT"]
-            await engine.wait_for_books()
-            while book.is_active("alpha"):  # quoting there until the silence makes its book stale
-                seen["alpha_before"] = max(seen["alpha_before"], resting(engine, "alpha"))
-                await asyncio.sleep(0.05)
-            for _ in range(100):  # the watchdog runs on the next housekeeping tick
+            while not all(resting(engine, v) == 1 for v in ("alpha", "beta", "gamma")):
+                await asyncio.sleep(0.02)
+            seen["alpha_before"] = resting(engine, "alpha")
+            while book.is_active("alpha"):
+                await asyncio.sleep(0.02)
+            for _ in range(40):  # the cancel-all goes out on the housekeeping tick that finds the book stale
                 if resting(engine, "alpha") == 0:
                     break
                 await asyncio.sleep(0.05)
-            for _ in range(20):  # alpha stays empty while silent; the others keep quoting
-                seen["alpha_after"] = max(seen.get("alpha_after", 0), resting(engine, "alpha"))
-                seen["beta_after"] = max(seen["beta_after"], resting(engine, "beta"))
-                await asyncio.sleep(0.05)
-            seen["alpha_active"] = book.is_active("alpha")
+            seen["alpha_after"] = resting(engine, "alpha")
+            seen["others_after"] = resting(engine, "beta") + resting(engine, "gamma")
 
         engine.spawn(look(), "look")
 
     summary = await run_engine(cfg, venues, strategies, duration=8.0, metrics=metrics, out=lambda s: None,
                                on_started=started)
     assert summary is not None
-    assert seen["alpha_before"] > 0
-    assert seen["alpha_active"] is False
-    assert seen["alpha_after"] == 0  # pulled, and not re-quoted while silent
-    assert seen["beta_after"] > 0
-    assert metrics.registry.get_sample_value("hft_watchdog_cancels_total", {"venue": "alpha"}) >= 1
+    assert seen["alpha_before"] == 1
+    assert seen["alpha_after"] == 0  # the strategy never cancels: the watchdog did
+    assert seen["others_after"] == 2  # venues with live data keep their quote
+    assert metrics.registry.get_sample_value("hft_watchdog_cancels_total", {"venue": "alpha"}) == 1
+    assert metrics.registry.get_sample_value("hft_watchdog_cancels_total", {"venue": "beta"}) is None
