@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from hft import numbers
+from hft import ids, numbers
 from hft.book import ConsolidatedBook, VenueBook
 from hft.clock import Clock
 from hft.events import (
@@ -44,6 +44,7 @@ from hft.tasks import OwnedTasks
 from hft.venue import VenueAdapter
 
 log = logging.getLogger(__name__)
+_TASK_STOP_S = 5.0  # a task or adapter that takes longer to stop is logged and left behind
 
 _SEEN_FILLS_KEPT = 200_000
 _UNKNOWN_BALANCE = Available()
@@ -137,9 +138,9 @@ class Engine:
         self._resyncing: set[tuple[str, str]] = set()
         self._accepting_orders = False
         self._cid_counter = itertools.count(1)
-        # Client order ids are decided before an order leaves, never random: ``<prefix><n>``. The prefix
+        # Client order ids are decided before an order leaves (hft.ids): ``<prefix><n>``. The prefix
         # (unique per run) is journaled with the session, so a restart recognises its orders on a venue.
-        self.cid_prefix = "h" + _base36(int(time.time() * 10) % 36**6) + "-"
+        self.cid_prefix = ids.session_prefix(time.time())
         self.journal = journal
         if journal is not None:
             self.add_order_listener(JournalRecorder(journal))
@@ -734,18 +735,32 @@ class Engine:
                 self.strategy.on_stop()
             except Exception:  # noqa: BLE001
                 log.exception("strategy on_stop failed")
-        await self._tasks.cancel_all()
         timeout = self.config.engine.shutdown_timeout_s
+        await self._tasks.cancel_all(_TASK_STOP_S)
         left = await self._cancel_everything(timeout)
         self.refresh_gauges()
         self._journal_positions()
-        await asyncio.gather(*(a.close() for a in self.adapters.values()), return_exceptions=True)
+        await self._close_adapters(_TASK_STOP_S)
         for vm in self._vm.values():
             vm.venue_up.set(0)
         return self.summary(left)
 
+    async def _close_adapters(self, timeout: float) -> None:
+        async def close(name: str, adapter: VenueAdapter) -> None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await adapter.close()
+            except Exception as exc:  # noqa: BLE001 - one venue's close must not keep the others open
+                log.warning("venue %s: close failed: %s", name, redact(str(exc)) or type(exc).__name__)
+
+        await asyncio.gather(*(close(n, a) for n, a in self.adapters.items()))
+
     async def _cancel_everything(self, timeout: float) -> dict[str, int]:
-        """Cancel all on every venue until each venue reports no open order; returns what is left."""
+        """Cancel all on every venue until each venue reports no open order; returns what is left.
+
+        A submit whose outcome is still unknown (its answer was lost) may yet turn into an order,
+        so a venue is done only once none of ours there is pending and the venue lists nothing.
+        """
         deadline = time.monotonic() + timeout
         left: dict[str, int] = {}
 
@@ -758,11 +773,12 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - keep trying until the deadline
                     log.warning("venue %s: cancel-all failed: %s", name, redact(str(exc)) or type(exc).__name__)
                     remaining = None
-                if remaining == []:
+                unresolved = sum(o.status is OrderStatus.PENDING for o in self.open_orders[name].values())
+                if remaining == [] and not unresolved:
                     left[name] = 0
                     return
                 if time.monotonic() >= deadline:
-                    left[name] = -1 if remaining is None else len(remaining)
+                    left[name] = -1 if remaining is None else len(remaining) + unresolved
                     log.error("venue %s: orders may remain open after shutdown: %s", name, left[name])
                     return
                 await asyncio.sleep(0.2)
@@ -806,16 +822,6 @@ class Engine:
 
 def _money(v: int) -> str:
     return f"{numbers.to_float(v):,.2f}"
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if not n:
-            return out
 
 
 def format_summary(s: Summary) -> str:

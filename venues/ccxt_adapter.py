@@ -40,11 +40,13 @@ How wire data becomes events (the adapter only translates):
   id we chose. A submit that fails with an *unknown outcome* (timeout, 5xx, dropped
   connection) is never resent: the adapter asks for the order by client id (retried with
   backoff and jitter — a query is idempotent) until it is found (→ accepted / filled /
-  canceled events) or has been reported absent ``lost_order_checks`` times (→
-  ``OrderRejected("not received by venue")``; should it turn up later anyway, reconciliation
-  cancels it at once). A submit the venue *refused* before executing it (429/418, too many
-  orders, clock skew) is sent again with the same client id after the backoff. Permanent errors
-  are :class:`OrderRejected` with the venue's reason. Cancels are idempotent: retried on
+  canceled events) or has been reported absent ``lost_order_checks`` times, the last of them
+  after the request's execution horizon (the venue's ``recvWindow``: a request older than that
+  is refused, so it can no longer turn into an order) — then ``OrderRejected("not received by
+  venue")``; should it turn up later anyway, reconciliation cancels it at once. A submit the
+  venue *refused* before executing it (429/418, too many orders, clock skew) is sent again with
+  the same client id after the backoff. Permanent errors are :class:`OrderRejected` with the
+  venue's reason. Cancels are idempotent: retried on
   transient errors; "unknown order" or an exhausted retry queries the order and emits what it
   is (canceled, filled) or :class:`CancelRejected`.
 * **Fills** come from ``watch_my_trades`` (and the fills in a submit's answer), always with the
@@ -95,7 +97,7 @@ import ccxt.async_support as ccxt_async
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from hft import numbers
+from hft import ids, numbers
 from hft.errors import VenueError
 from hft.events import (
     BookDelta,
@@ -142,6 +144,8 @@ _RESUBSCRIBE_SETTLE_S = 0.5  # after a user-stream reconnect, reconcile once the
 _SINGLE_LOOKUPS_MAX = 5  # more orders of unknown client id than this: fetch them in pages (fetch_orders)
 _ORDER_LOOKBACK_MS = 60_000  # an order filled in the window was created at most this long before it, mostly
 _ORDER_PAGES_MAX = 20
+_DEFAULT_HORIZON_S = 10.0  # a lost request's execution horizon on a venue without a signed-request window
+_CLOCK_TOLERANCE_S = 1.0  # Binance accepts timestamps up to 1 s ahead of its clock
 
 
 class CcxtOptions(BaseModel):
@@ -177,6 +181,11 @@ class CcxtOptions(BaseModel):
         4, ge=1, description="Queries by client id that must find nothing before a lost submit counts as not received"
     )
     lost_order_check_interval_s: float = Field(0.25, ge=0, description="Pause between those queries, s")
+    lost_order_horizon_s: float | None = Field(
+        None, ge=0, description="How long after its request a venue may still execute an order, s: a lost submit "
+        "is not declared not received before then (+1 s clock tolerance); null: the signed-request window "
+        "(recvWindow) where the exchange has one, else 10 s",
+    )
     reconnect_backoff_s: float = Field(0.1, ge=0, description="First delay before resubscribing a failed stream, s")
     reconnect_backoff_max_s: float = Field(5.0, ge=0, description="Largest resubscribe delay, s")
     use_streams: bool = Field(True, description="Use ccxt.pro streams where the exchange has them (false: poll REST)")
@@ -188,6 +197,12 @@ class CcxtOptions(BaseModel):
     )
     client_order_id_prefix: str = Field(
         "", description="Prepended to the engine's client order ids on the wire (at most 16 of [A-Za-z0-9_.:/-])"
+    )
+    cancel_all_scope: Literal["ours", "account"] = Field(
+        "ours",
+        description="What cancel-all (shutdown, kill switch, watchdog) cancels: 'ours' (our open orders, one "
+        "request each; others' orders on the account stay) or 'account' (the venue's cancel-all endpoint: one "
+        "request, every order of the account on the symbol)",
     )
     max_client_order_id_length: int = Field(36, ge=8, description="Longest client order id the venue accepts")
     maker_fee_bps: Decimal | None = Field(None, description="Override the market's maker fee, bp; null: ccxt's")
@@ -746,21 +761,31 @@ class CcxtVenueAdapter(VenueAdapter):
     async def _resolve_lost(self, st: _Tracked, cause: BaseException) -> None:
         """The submit's answer was lost: find the order by client id; never send it again.
 
-        Only answers count: ``lost_order_checks`` "no such order" replies make it not received;
-        a query that itself fails is tried again (with backoff) for as long as it takes.
+        A request still in flight can execute until the venue's validity window after it was
+        signed has passed (Binance refuses a request older than its ``recvWindow``). So the order
+        is declared not received only once ``lost_order_checks`` queries found nothing *and* the
+        last of them was sent after that horizon; a query that itself fails is tried again (with
+        backoff) for as long as it takes.
         """
         o: CcxtOptions = self.options
+        loop = asyncio.get_running_loop()
+        horizon = loop.time() + self._execution_horizon_s()  # the request was signed before it failed
         absent = 0
         backoff = _Backoff(o.lost_order_check_interval_s or 0.05, o.reconnect_backoff_max_s)
-        while absent < o.lost_order_checks:
+        while True:
             if st.accepted or st.done:
                 return  # the user stream told us meanwhile
+            asked_at = loop.time()
             try:
                 found = await self._query(st)
             except ccxt.OrderNotFound:
                 absent += 1
-                if absent < o.lost_order_checks:
-                    await asyncio.sleep(o.lost_order_check_interval_s)
+                if absent >= o.lost_order_checks and asked_at >= horizon:
+                    break
+                pause = o.lost_order_check_interval_s
+                if absent >= o.lost_order_checks:  # enough answers; only the horizon is left to wait for
+                    pause = max(pause, min(1.0, horizon - loop.time()))
+                await asyncio.sleep(max(0.0, pause))
                 continue
             except Exception as exc:  # noqa: BLE001 - no answer yet: ask again
                 log.warning("venue %s: looking up %s: %s", self.name, st.wire_id, clean_message(exc))
@@ -774,9 +799,21 @@ class CcxtVenueAdapter(VenueAdapter):
             return
         self.stats["lost_submits_rejected"] += 1
         st.lost = True
-        self._reject(st, f"not received by venue (no order {st.wire_id} after {o.lost_order_checks} checks; "
-                         f"{type(cause).__name__}: {clean_message(cause)})")
+        self._reject(st, f"not received by venue (no order {st.wire_id} in {absent} checks up to its execution "
+                         f"horizon; {type(cause).__name__}: {clean_message(cause)})")
         self._reconcile_soon()
+
+    def _execution_horizon_s(self) -> float:
+        """Seconds after a request within which the venue may still execute it, with clock tolerance."""
+        o: CcxtOptions = self.options
+        if o.lost_order_horizon_s is not None:
+            return o.lost_order_horizon_s + _CLOCK_TOLERANCE_S
+        window_ms = self.exchange.options.get("recvWindow") if self.exchange is not None else None
+        try:
+            window_s = float(window_ms) / 1e3 if window_ms is not None else _DEFAULT_HORIZON_S
+        except (TypeError, ValueError):
+            window_s = _DEFAULT_HORIZON_S
+        return window_s + _CLOCK_TOLERANCE_S
 
     async def _query(self, st: _Tracked) -> dict:
         ex = self.exchange
@@ -803,6 +840,21 @@ class CcxtVenueAdapter(VenueAdapter):
         if prefix and not wire.startswith(prefix):
             return None
         return self._orders.get(wire[len(prefix):])
+
+    def _own_cid(self, wire: str | None) -> str | None:
+        """The engine's client order id behind a venue's ``clientOrderId``; ``None`` if not one of ours.
+
+        Ours: sent by this process, or ``client_order_id_prefix`` followed by an id of the engine's
+        shape (an earlier run's). Orders placed on the same account by hand or by other programs
+        are left alone: not adopted, not cancelled, their trades not counted.
+        """
+        if not wire:
+            return None
+        prefix = self.options.client_order_id_prefix
+        if not wire.startswith(prefix):
+            return None
+        cid = wire[len(prefix):]
+        return cid if cid in self._orders or ids.is_client_order_id(cid) else None
 
     def _on_venue_order(self, o: dict, *, immediate: bool = False) -> None:
         """A ccxt order (submit answer, stream update, query) → the events it implies, each at most once."""
@@ -1098,27 +1150,31 @@ class CcxtVenueAdapter(VenueAdapter):
         in_flight = [st.submit_task for st in self._orders.values() if st.submit_task and not st.submit_task.done()]
         if in_flight:
             await asyncio.wait(in_flight, timeout=self.options.timeout_ms / 1000 * 2)
+        account_wide = self.capabilities.cancel_all and self.options.cancel_all_scope == "account"
         for sym in symbols:
             try:
-                if self.capabilities.cancel_all:
+                if account_wide:
                     canceled = await self._call("cancel all", ex.cancel_all_orders, sym, idempotent=True)
                     for o in canceled or ():
                         self._on_cancel_all_answer(o)
                 else:
-                    for o in await self._call("open orders", ex.fetch_open_orders, sym, idempotent=True):
-                        st = self._tracked_for(o)
-                        try:
-                            await self._call("cancel order", ex.cancel_order, o.get("id"), sym, idempotent=True)
-                        except ccxt.OrderNotFound:
-                            pass
-                        if st is not None and not st.done:
-                            st.done = True
-                            self.emit(OrderCanceled(self.name, st.order.client_order_id, self.clock.mono_ns()))
+                    listed = await self._call("open orders", ex.fetch_open_orders, sym, idempotent=True)
+                    ours = [o for o in listed if self._tracked_for(o) or self._own_cid(o.get("clientOrderId"))]
+                    await asyncio.gather(*(self._cancel_listed(o, sym) for o in ours))
             except ccxt.OrderNotFound:
                 pass  # nothing open on that symbol
             except Exception as exc:  # noqa: BLE001
                 raise to_hft_error(exc, self.name, f"cancel all {sym}") from None
         await self._settle_all(symbols)
+
+    async def _cancel_listed(self, o: dict, symbol: str) -> None:
+        """Cancel one order found open during a cancel-all; what it became is settled afterwards."""
+        try:
+            answer = await self._call("cancel order", self.exchange.cancel_order, o.get("id"), symbol, idempotent=True)
+        except ccxt.OrderNotFound:
+            return  # filled or cancelled meanwhile: the settlement queries it
+        if isinstance(answer, dict) and answer.get("id") is not None:
+            self._on_cancel_all_answer(answer)
 
     def _on_cancel_all_answer(self, o: dict) -> None:
         st = self._by_vid.get(str(o.get("id")))
@@ -1211,15 +1267,15 @@ class CcxtVenueAdapter(VenueAdapter):
     async def _fetch_open_orders(self, symbol: str | None) -> list[OpenOrderSnapshot]:
         ex = self.exchange
         out = []
-        prefix = self.options.client_order_id_prefix
         for sym in [symbol] if symbol is not None else list(self.symbols):
             try:
                 orders = await self._call("open orders", ex.fetch_open_orders, sym, idempotent=True)
             except Exception as exc:  # noqa: BLE001
                 raise to_hft_error(exc, self.name, "fetch open orders") from None
             for o in orders:
-                wire = o.get("clientOrderId") or ""
-                cid = wire[len(prefix):] if prefix and wire.startswith(prefix) else wire
+                cid = self._own_cid(o.get("clientOrderId"))
+                if cid is None:
+                    continue  # someone else's order on the account
                 price = o.get("price")
                 out.append(
                     OpenOrderSnapshot(
@@ -1241,7 +1297,6 @@ class CcxtVenueAdapter(VenueAdapter):
         path, so the stream must not send it again.
         """
         ex = self.exchange
-        prefix = self.options.client_order_id_prefix
         since_ms = max(0, since_ns // 1_000_000)
         trades: dict[str, dict] = {}
         try:
@@ -1274,11 +1329,12 @@ class CcxtVenueAdapter(VenueAdapter):
                     except Exception as exc:  # noqa: BLE001
                         raise to_hft_error(exc, self.name, "fetch fills") from None
                 wire = wire_of[vid]
-            if not wire or (prefix and not wire.startswith(prefix)):
+            cid = self._own_cid(wire)
+            if cid is None:
                 continue  # not one of ours
             side = Side.BUY if t.get("side") == "buy" else Side.SELL
             try:
-                fill = self._fill_from(t, symbol, wire[len(prefix):], side, vid)
+                fill = self._fill_from(t, symbol, cid, side, vid)
             except (ValueError, TypeError, KeyError) as exc:
                 self._dropped(f"trade {tid}: {exc}")
                 continue

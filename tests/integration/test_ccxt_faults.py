@@ -281,7 +281,7 @@ async def test_lost_submit_answer_resolves_to_exactly_one_order_by_client_id(tmp
 
 async def test_submit_refused_by_a_5xx_is_not_on_the_venue_and_is_rejected_not_resent(tmp_path):
     server = await start_server(auto=False)
-    engine = await start_engine(tmp_path, server, options={"lost_order_check_interval_s": 0.05})
+    engine = await start_engine(tmp_path, server, options={"lost_order_check_interval_s": 0.05, "recv_window_ms": 1000})
     try:
         posts = server.requests[("POST", "/api/v3/order")]
         server.faults.update({"error_next": 1, "error_body": "json"})  # "execution status unknown"
@@ -294,6 +294,57 @@ async def test_submit_refused_by_a_5xx_is_not_on_the_venue_and_is_rejected_not_r
     finally:
         await engine.stop()
         await server.stop()
+
+
+@pytest.mark.parametrize("late_ms, expect", [(1200, "found"), (3500, "not received")])
+async def test_submit_executed_after_the_client_gave_up_is_found_not_declared_lost(tmp_path, late_ms, expect):
+    """The venue holds the order request past our timeout. Inside the signed-request window it still
+    executes, so "not received" may only be said after that window; past the window it is refused."""
+    server = await start_server(auto=False)
+    engine = await start_engine(tmp_path, server, options={
+        "timeout_ms": 300, "recv_window_ms": 2000, "lost_order_check_interval_s": 0.05, "use_streams": False,
+    })
+    adapter = engine.adapters["lx"]
+    try:
+        server.faults.update({"late_order_next": 1, "late_order_ms": late_ms})
+        order = engine.submit_order("lx", SYM, Side.BUY, P("0.02"), server.engine(SYM).best_bid()[0] - P("5"))
+        await until(lambda: order.status is not OrderStatus.PENDING)
+        assert server.faults.injected["late_order"] == 1
+        assert adapter.stats["submit_unknown_outcome"] == 1
+        if expect == "found":
+            assert order.status is OrderStatus.OPEN
+            assert adapter.stats["lost_submits_found"] == 1 and adapter.stats["lost_submits_rejected"] == 0
+            assert list(server_open(server)) == [order.client_order_id]
+        else:
+            assert order.status is OrderStatus.REJECTED and "not received by venue" in order.reject_reason
+            await asyncio.sleep((late_ms - 300) / 1e3)  # the held request reaches the matching engine, too old
+            assert server_open(server) == {}
+            assert server.engine(SYM).order("mm", client_order_id=order.client_order_id) is None
+    finally:
+        await engine.stop()
+        await server.stop()
+
+
+async def test_shutdown_waits_out_a_submit_of_unknown_outcome_and_cancels_what_it_became(tmp_path):
+    server = await start_server(auto=False)
+    engine = await start_engine(tmp_path, server, options={
+        "timeout_ms": 300, "recv_window_ms": 3000, "lost_order_check_interval_s": 0.05, "use_streams": False,
+    })
+    adapter = engine.adapters["lx"]
+    try:
+        server.faults.update({"late_order_next": 1, "late_order_ms": 1500})
+        order = engine.submit_order("lx", SYM, Side.SELL, P("0.02"), server.engine(SYM).best_ask()[0] + P("5"))
+        await until(lambda: adapter.stats["submit_unknown_outcome"] == 1)
+        assert order.status is OrderStatus.PENDING and server_open(server) == {}  # not executed yet
+    finally:
+        summary = await engine.stop()  # the held request executes while shutdown is cancelling
+        await asyncio.sleep(0.1)
+        still_open = server_open(server)
+        await server.stop()
+    assert adapter.stats["lost_submits_found"] == 1
+    assert summary.open_orders_left == {"lx": 0}
+    assert still_open == {}
+    assert order.status is OrderStatus.CANCELED
 
 
 @pytest.mark.parametrize("fault", ["5xx-before", "drop-504-after", "drop-close-after", "timeout"])
@@ -359,6 +410,37 @@ async def test_fill_while_the_user_stream_is_down_arrives_exactly_once(tmp_path)
         summary = await engine.stop()
         await server.stop()
     assert summary.duplicate_fills == 0
+
+
+@pytest.mark.parametrize("scope", ["ours", "account"])
+async def test_orders_and_trades_of_others_on_the_same_account_are_left_alone(tmp_path, scope):
+    """A person trading by hand with the same API key: not adopted, not counted, not cancelled (unless asked)."""
+    server = await start_server(auto=False)
+    engine = await start_engine(tmp_path, server, options={"cancel_all_scope": scope})
+    by_hand = make_local_binance(server.url, KEY, SECRET)
+    adapter = engine.adapters["lx"]
+    try:
+        ask = server.engine(SYM).best_ask()[0]
+        manual = await by_hand.create_order(SYM, "limit", "buy", "0.01", numbers.to_str(ask - P("50")),
+                                            {"clientOrderId": "web_manual_1"})
+        await by_hand.create_order(SYM, "market", "buy", "0.01", None, {"clientOrderId": "web_manual_2"})
+        order = engine.submit_order("lx", SYM, Side.SELL, P("0.02"), ask + P("5"))
+        await until(lambda: order.status is OrderStatus.OPEN)
+        assert sorted(server_open(server)) == sorted([order.client_order_id, "web_manual_1"])
+        listed = await adapter.fetch_open_orders(SYM)
+        assert [o.client_order_id for o in listed] == [order.client_order_id]
+        assert len(server_trades(server)) >= 1  # the account traded by hand ...
+        assert await adapter.fetch_fills(SYM, 0) == []  # ... and none of it is ours
+        assert engine.portfolios[SYM].by_venue["lx"].qty == 0
+    finally:
+        summary = await engine.stop()
+        left = server_open(server)
+        await by_hand.close()
+        await server.stop()
+    assert summary.open_orders_left == {"lx": 0}
+    assert order.client_order_id not in left
+    assert ("web_manual_1" in left) is (scope == "ours"), left
+    assert manual["clientOrderId"] == "web_manual_1"
 
 
 # ---------------------------------------------------------------------------- rate limits

@@ -989,6 +989,10 @@ class ExchangeServer:
         if delay > 0:
             self.faults.injected["delay"] += 1
             await asyncio.sleep(delay)
+        if request.method == "POST" and path == "/api/v3/order":
+            late = self.faults.take_late_order()
+            if late:
+                await asyncio.sleep(late)
         if self.faults.config.rate_limit_storm:
             self.faults.injected["rate_limit_storm"] += 1
             ra = self.faults.config.rate_limit_storm_retry_after_s

@@ -18,6 +18,8 @@ REST (``/api/v3/*``; ``/admin/*`` is never faulted)
   (``POST``/``DELETE /api/v3/order``, ``DELETE /api/v3/openOrders``) are executed,
   then the answer is lost: ``drop_mode="close"`` drops the TCP connection, ``"503"``
   / ``"504"`` answer that status as if a gateway had timed out.
+  ``late_order_next`` (+ ``late_order_ms``): the next N order submissions are held that long
+  before execution, so a client that timed out meanwhile sees its order appear later.
   ``rate_limit_storm``: every request gets 429 with ``Retry-After`` (no ban escalation).
 
 Streams
@@ -61,6 +63,8 @@ class FaultConfig(BaseModel):
     drop_mode: Literal["close", "503", "504"] = Field(
         "close", description="How an answer is lost: close the connection, or answer 503/504."
     )
+    late_order_next: int = Field(0, ge=0, description="The next N order submissions are executed late.")
+    late_order_ms: float = Field(1000.0, ge=0, description="How late those submissions are executed, ms.")
     rate_limit_storm: bool = Field(False, description="Answer every REST request 429 (Retry-After, no ban).")
     rate_limit_storm_retry_after_s: int = Field(1, ge=0, description="Retry-After of storm answers, s.")
     ws_drop_rate: float = Field(0.0, ge=0, le=1, description="Per stream message: abort the connection instead.")
@@ -113,6 +117,10 @@ class FaultState:
         c = self.config
         d = c.delay_ms + (self.rng.uniform(0, c.delay_jitter_ms) if c.delay_jitter_ms else 0.0)
         return d / 1e3
+
+    def take_late_order(self) -> float:
+        """Seconds to hold an order submission before executing it (0: not held)."""
+        return self.config.late_order_ms / 1e3 if self._take("late_order_next", 0.0, "late_order") else 0.0
 
     def take_error(self) -> bool:
         return self._take("error_next", self.config.error_rate, "error")
