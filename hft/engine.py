@@ -63,6 +63,7 @@ class VenueStats:
     dropped: int = 0
     book_updates: int = 0
     duplicate_fills: int = 0
+    reconciles: int = 0  # after a reconnect that may have lost order events
 
 
 @dataclass(slots=True)
@@ -255,6 +256,7 @@ class Engine:
             raise RecoveryError("positions do not reconcile, refusing to trade: " + "; ".join(problems))
 
     async def _reconcile_after_reconnect(self, venue: str) -> None:
+        self.stats[venue].reconciles += 1
         since = self._last_reconcile_wall_ns.get(venue) or self._started_wall_ns
         started = self.clock.now_ns()
         report = await reconcile_venue(self, venue, since_ns=since)
@@ -593,7 +595,7 @@ class Engine:
     def _on_venue_status(self, ev: VenueStatus) -> None:
         vm = self._vm[ev.venue]
         vm.venue_up.set(1 if ev.connected else 0)
-        if ev.connected and self._accepting_orders:
+        if ev.connected and ev.reconcile and self._accepting_orders:
             log.info("venue %s reconnected: reconciling", ev.venue)
             self.spawn(self._reconcile_after_reconnect(ev.venue), f"reconcile:{ev.venue}")
         if not ev.connected:

@@ -103,12 +103,18 @@ class CancelRejected:
 
 @dataclass(slots=True)
 class VenueStatus:
-    """A venue's connection went up or down (a down market stream invalidates its books)."""
+    """A venue's connection went up or down (a down market stream invalidates its books).
+
+    ``reconcile``: on a connection coming back, whether order events may have been missed
+    meanwhile, so the engine reconciles orders, fills and balances with the venue (not for a
+    market-data-only reconnect).
+    """
 
     venue: str
     connected: bool
     reason: str
     ts_recv: int
+    reconcile: bool = True
 
 
 @dataclass(slots=True)

@@ -93,6 +93,7 @@ _STATS_COUNTERS = (
     ("fills", "hft_fills", "Fills received (duplicates excluded)", 1),
     ("duplicate_fills", "hft_duplicate_fills", "Fills seen twice and ignored", 1),
     ("rejects", "hft_rejects", "Orders the venue rejected", 1),
+    ("reconciles", "hft_reconciles", "Reconciliations with the venue after a reconnect", 1),
     ("volume", "hft_filled_base", "Base quantity filled", 1e-9),
 )
 

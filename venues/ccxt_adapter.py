@@ -673,7 +673,7 @@ class CcxtVenueAdapter(VenueAdapter):
             self.stats["book_snapshots"] += 1
             if self._md_down and all(f.healthy for f in self._feeds.values()):
                 self._md_down = False
-                self.emit(VenueStatus(self.name, True, "market data resynced", now))
+                self.emit(VenueStatus(self.name, True, "market data resynced", now, reconcile=False))
 
     def _diff(self, old: dict, new: dict) -> list[tuple[int, int]]:
         changed = new.items() - old.items()

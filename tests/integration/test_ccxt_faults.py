@@ -159,6 +159,7 @@ async def test_websocket_dropped_mid_run_book_resyncs_equal_to_the_server(tmp_pa
         assert adapter.stats["book_snapshots"] == snapshots + 1
         await settle_and_compare(engine, server)
         assert engine.stats["lx"].gaps == 0 and not any(isinstance(e, MessageDropped) for e in events)
+        assert engine.stats["lx"].reconciles == 0  # the user stream never went down: no order to look up
     finally:
         await engine.stop()
         await server.stop()
@@ -405,6 +406,7 @@ async def test_fill_while_the_user_stream_is_down_arrives_exactly_once(tmp_path)
         assert sum(f.qty for f in fills) == P("0.04") and all(f.liquidity.value == "maker" for f in fills)
         assert engine.portfolios[SYM].by_venue["lx"].qty == -P("0.04")
         await until(lambda: server.state()["user_streams"].get("mm") == 1)  # and the stream came back
+        await until(lambda: engine.stats["lx"].reconciles >= 1)  # the engine's own look after the reconnect
     finally:
         await other.close()
         summary = await engine.stop()
