@@ -374,12 +374,13 @@ class CcxtVenueAdapter(VenueAdapter):
         self.gate: RateGate | None = None
         self.stats: Counter[str] = Counter()
         self._orders: OrderedDict[str, _Tracked] = OrderedDict()  # by engine client order id
-        self._by_vid: dict[str, _Tracked] = {}
-        self._seen_trades: OrderedDict[tuple[str, str], None] = OrderedDict()  # (symbol, id): ids are per symbol
-        self._pending_trades: OrderedDict[str, list[dict]] = OrderedDict()  # venue order id -> early trades
-        # venue order id -> its client order id on the wire (None: it has none), for orders this process did
-        # not send; an order's ids never change, so each is looked up once, not at every reconciliation
-        self._wire_of: OrderedDict[str, str | None] = OrderedDict()
+        # Venue order and trade ids are per symbol (Binance counts each market from 1): keys are (symbol, id).
+        self._by_vid: dict[tuple[str, str], _Tracked] = {}
+        self._seen_trades: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._pending_trades: OrderedDict[tuple[str, str], list[dict]] = OrderedDict()  # early trades of an order
+        # (symbol, venue order id) -> its client order id on the wire (None: it has none), for orders this process
+        # did not send; an order's ids never change, so each is looked up once, not at every reconciliation
+        self._wire_of: OrderedDict[tuple[str, str], str | None] = OrderedDict()
         self._feeds: dict[str, _BookFeed] = {}
         self._px_cache: dict[float, int] = {}
         self._md_down = False
@@ -718,7 +719,7 @@ class CcxtVenueAdapter(VenueAdapter):
                 if old.done:
                     del self._orders[old_cid]
                     if old.venue_id is not None:
-                        self._by_vid.pop(old.venue_id, None)
+                        self._by_vid.pop((old.order.symbol, old.venue_id), None)
 
     def _create_args(self, order: Order) -> tuple:
         params: dict[str, Any] = {"clientOrderId": self._orders[order.client_order_id].wire_id}
@@ -830,7 +831,7 @@ class CcxtVenueAdapter(VenueAdapter):
     # ------------------------------------------------------------------ orders: what the venue says
     def _tracked_for(self, o: dict) -> _Tracked | None:
         vid = o.get("id")
-        st = self._by_vid.get(str(vid)) if vid is not None else None
+        st = self._by_vid.get((o.get("symbol"), str(vid))) if vid is not None else None
         if st is not None:
             return st
         wire = o.get("clientOrderId")
@@ -863,8 +864,7 @@ class CcxtVenueAdapter(VenueAdapter):
             if st is None:
                 return
             if o.get("id") is not None and st.venue_id is None:
-                st.venue_id = str(o["id"])
-                self._by_vid[st.venue_id] = st
+                self._learn_venue_id(st, str(o["id"]))
             status = o.get("status")
             venue_filled = _opt_fixed(o.get("filled"), 0)
         except (ValueError, TypeError, AttributeError) as exc:
@@ -953,7 +953,7 @@ class CcxtVenueAdapter(VenueAdapter):
             seen.popitem(last=False)
 
     def _flush_pending_trades(self, st: _Tracked) -> None:
-        for t in self._pending_trades.pop(st.venue_id or "", ()):
+        for t in self._pending_trades.pop((st.order.symbol, st.venue_id or ""), ()):
             self._on_trade_of(st, t, None)
 
     def _on_stream_trade(self, t: dict) -> None:
@@ -961,7 +961,8 @@ class CcxtVenueAdapter(VenueAdapter):
         if vid is None:
             return
         vid = str(vid)
-        st = self._by_vid.get(vid)
+        key = (t.get("symbol"), vid)
+        st = self._by_vid.get(key)
         if st is None:
             # the order update may not have been handled yet: ccxt's own order cache knows the client id
             cached = None
@@ -972,10 +973,9 @@ class CcxtVenueAdapter(VenueAdapter):
             if cached is not None:
                 st = self._tracked_for(cached)
                 if st is not None and st.venue_id is None:
-                    st.venue_id = vid
-                    self._by_vid[vid] = st
+                    self._learn_venue_id(st, vid)
         if st is None:
-            pending = self._pending_trades.setdefault(vid, [])
+            pending = self._pending_trades.setdefault(key, [])
             pending.append(dict(t))
             if len(self._pending_trades) > _PENDING_TRADES_KEPT:
                 self._pending_trades.popitem(last=False)
@@ -1086,8 +1086,7 @@ class CcxtVenueAdapter(VenueAdapter):
             st.order, st.done, st.lost = order, False, False
         vid = order.venue_order_id
         if vid is not None and st.venue_id is None:
-            st.venue_id = vid
-            self._by_vid[vid] = st
+            self._learn_venue_id(st, vid)
             self._flush_pending_trades(st)  # stream fills that came before we knew the order
 
     async def _cancel_task(self, st: _Tracked) -> None:
@@ -1121,8 +1120,7 @@ class CcxtVenueAdapter(VenueAdapter):
         if filled > st.venue_filled:
             st.venue_filled = filled
         if not st.accepted and st.venue_id is None and isinstance(result, dict) and result.get("id") is not None:
-            st.venue_id = str(result["id"])
-            self._by_vid[st.venue_id] = st
+            self._learn_venue_id(st, str(result["id"]))
         if not st.done:
             st.done = True
             self.emit(OrderCanceled(self.name, cid, now()))
@@ -1177,7 +1175,7 @@ class CcxtVenueAdapter(VenueAdapter):
             self._on_cancel_all_answer(answer)
 
     def _on_cancel_all_answer(self, o: dict) -> None:
-        st = self._by_vid.get(str(o.get("id")))
+        st = self._by_vid.get((o.get("symbol"), str(o.get("id"))))
         if st is None:
             return
         filled = _opt_fixed(o.get("filled"), 0)
@@ -1312,23 +1310,26 @@ class CcxtVenueAdapter(VenueAdapter):
             raise to_hft_error(exc, self.name, "fetch fills") from None
         out: list[Fill] = []
         wire_of = self._wire_of
-        unknown = {str(t.get("order")) for t in trades.values()} - self._by_vid.keys() - wire_of.keys()
+        unknown = {
+            vid for vid in (str(t.get("order")) for t in trades.values())
+            if (symbol, vid) not in self._by_vid and (symbol, vid) not in wire_of
+        }
         if len(unknown) > _SINGLE_LOOKUPS_MAX and ex.has.get("fetchOrders"):
             first_ms = min(int(t.get("timestamp") or since_ms) for t in trades.values())
             await self._learn_client_ids(symbol, unknown, max(0, first_ms - _ORDER_LOOKBACK_MS))
         for tid, t in sorted(trades.items(), key=lambda kv: (kv[1].get("timestamp") or 0, kv[0])):
             vid = str(t.get("order"))
-            st = self._by_vid.get(vid)
+            st = self._by_vid.get((symbol, vid))
             if st is not None:
                 wire = st.wire_id
             else:
-                if vid not in wire_of:
+                if (symbol, vid) not in wire_of:
                     try:
                         o = await self._call("fetch order", ex.fetch_order, vid, symbol, idempotent=True)
-                        self._remember_wire(vid, o.get("clientOrderId"))
+                        self._remember_wire(symbol, vid, o.get("clientOrderId"))
                     except Exception as exc:  # noqa: BLE001
                         raise to_hft_error(exc, self.name, "fetch fills") from None
-                wire = wire_of[vid]
+                wire = wire_of[(symbol, vid)]
             cid = self._own_cid(wire)
             if cid is None:
                 continue  # not one of ours
@@ -1348,8 +1349,14 @@ class CcxtVenueAdapter(VenueAdapter):
                         st.done = True
         return out
 
-    def _remember_wire(self, vid: str, wire: str | None) -> None:
-        self._wire_of[vid] = wire
+    def _learn_venue_id(self, st: _Tracked, vid: str) -> None:
+        """The venue's id of a tracked order. Binance numbers orders (and trades) per symbol, so
+        lookups by venue id are always by (symbol, id)."""
+        st.venue_id = vid
+        self._by_vid[(st.order.symbol, vid)] = st
+
+    def _remember_wire(self, symbol: str, vid: str, wire: str | None) -> None:
+        self._wire_of[(symbol, vid)] = wire
         if len(self._wire_of) > _DONE_ORDERS_KEPT:
             self._wire_of.popitem(last=False)
 
@@ -1366,7 +1373,7 @@ class CcxtVenueAdapter(VenueAdapter):
                 page = await self._call("fetch orders", ex.fetch_orders, symbol, start, 1000, idempotent=True)
                 for o in page:
                     vid = str(o.get("id"))
-                    self._remember_wire(vid, o.get("clientOrderId"))
+                    self._remember_wire(symbol, vid, o.get("clientOrderId"))
                     todo.discard(vid)
                 if not todo or len(page) < 1000:
                     return

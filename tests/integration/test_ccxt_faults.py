@@ -445,6 +445,47 @@ async def test_orders_and_trades_of_others_on_the_same_account_are_left_alone(tm
     assert manual["clientOrderId"] == "web_manual_1"
 
 
+async def test_trade_ids_repeat_across_symbols_and_each_fill_counts_once(tmp_path):
+    """Binance numbers trades per symbol: BTCUSDT's trade 1 and ETHUSDT's trade 1 are two fills."""
+    eth = "ETH/USDT"
+    server = await start_server(auto=False, symbols=[
+        {"symbol": SYM, "maker_fee_bps": 1, "taker_fee_bps": 5, "flow": {"levels": 15}},
+        {"symbol": eth, "maker_fee_bps": 1, "taker_fee_bps": 5, "flow": {"levels": 15, "start_price": "3000"}},
+    ])
+    cfg, venues, strategies = app_config(tmp_path, server)
+    cfg.venues[0].symbols = [SYM, eth]
+    engine = Engine(cfg, venue_registry=venues, strategy_registry=strategies, metrics=Metrics(CollectorRegistry()))
+    engine.build(with_strategy=False)
+    await engine.start()
+    fills: list = []
+    engine.add_order_listener(lambda order, fill: fills.append(fill) if fill is not None else None)
+    try:
+        await engine.wait_for_books(HANG_GUARD_S)
+        orders = [
+            engine.submit_order("lx", sym, Side.BUY, P("0.02"), server.engine(sym).best_ask()[0],
+                                time_in_force=TimeInForce.IOC)
+            for sym in (SYM, eth)
+        ]
+        await until(lambda: all(o.status.is_done for o in orders))
+        truth = {sym: server_trades_of(server, sym) for sym in (SYM, eth)}
+        assert set(truth[SYM]) & set(truth[eth]), truth  # the same trade id on both symbols
+        assert sorted((f.symbol, f.trade_id) for f in fills) == sorted(
+            (sym, tid) for sym, trades in truth.items() for tid in trades)
+        for sym in (SYM, eth):
+            assert engine.portfolios[sym].by_venue["lx"].qty == P("0.02")
+        # the venue's full history, fetched again (as reconciliation does), adds nothing
+        adapter = engine.adapters["lx"]
+        assert [len(await adapter.fetch_fills(sym, 0)) for sym in (SYM, eth)] == [len(truth[SYM]), len(truth[eth])]
+        assert engine.stats["lx"].fills == len(fills) and engine.stats["lx"].duplicate_fills == 0
+    finally:
+        await engine.stop()
+        await server.stop()
+
+
+def server_trades_of(server: ExchangeServer, symbol: str, account: str = "mm") -> dict:
+    return server.state(account)["accounts"][account]["trades"][symbol]
+
+
 # ---------------------------------------------------------------------------- rate limits
 
 
