@@ -83,6 +83,7 @@ class Summary:
     max_abs_position_venue: dict[str, int] = field(default_factory=dict)
     max_abs_position_total: int = 0
     duplicate_fills: int = 0
+    journal_error: str = ""  # the journal could not commit everything at close (the run exits 1)
 
 
 class Engine:

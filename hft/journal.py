@@ -130,6 +130,52 @@ class JournalError(HftError):
     """The journal cannot do what was asked: not open, writer down, file missing or too new."""
 
 
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a journal of an older schema to :data:`SCHEMA_VERSION`, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version < 2:  # fills keyed by (venue, trade_id) -> (venue, symbol, trade_id): rebuild the table
+            conn.execute("ALTER TABLE fills RENAME TO fills_v1")
+            conn.execute("DROP INDEX IF EXISTS fills_recorded")
+            conn.execute("DROP INDEX IF EXISTS fills_order")
+            conn.executescript(_FILLS_TABLE)  # executescript commits first; BEGIN again for the copy
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"INSERT INTO fills ({_FILL_COLS}) SELECT {_FILL_COLS} FROM fills_v1")
+            conn.execute("DROP TABLE fills_v1")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _schema_fingerprint(conn: sqlite3.Connection) -> dict[str, tuple]:
+    """Per table: its columns (name, type, not null, key position) and indexes (name, unique, columns)."""
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    out = {}
+    for t in tables:
+        columns = tuple((c[1], c[2], c[3], c[5]) for c in conn.execute(f"PRAGMA table_info({t})"))
+        indexes = tuple(sorted(
+            (ix[1] if ix[3] == "c" else ix[3], ix[2], tuple(c[2] for c in conn.execute(f"PRAGMA index_info('{ix[1]}')")))
+            for ix in conn.execute(f"PRAGMA index_list({t})")
+        ))
+        out[t] = (columns, indexes)
+    return out
+
+
+def _schema_differences(conn: sqlite3.Connection) -> list[str]:
+    """Tables of ``conn`` whose columns, keys or indexes are not what :data:`_SCHEMA` creates."""
+    reference = sqlite3.connect(":memory:")
+    try:
+        reference.executescript(_SCHEMA)
+        expected = _schema_fingerprint(reference)
+    finally:
+        reference.close()
+    actual = _schema_fingerprint(conn)
+    return sorted(name for name in expected if actual.get(name) != expected[name])
+
+
 # ---------------------------------------------------------------------------
 # Schema
 
@@ -139,6 +185,29 @@ def _amount(name: str, *, null: bool = False) -> str:
     kinds = "'integer','text','null'" if null else "'integer','text'"
     return f"{name} ANY {'' if null else 'NOT NULL '}CHECK (typeof({name}) IN ({kinds}))"
 
+
+_FILLS_TABLE = f"""
+CREATE TABLE IF NOT EXISTS fills (
+    venue           TEXT NOT NULL,
+    trade_id        TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    venue_order_id  TEXT NOT NULL,
+    symbol          TEXT NOT NULL,
+    side            TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+    {_amount("price")},
+    {_amount("qty")},
+    {_amount("fee")},                            -- in fee_asset; negative is a rebate
+    fee_asset       TEXT NOT NULL,
+    liquidity       TEXT NOT NULL,
+    ts_venue        INTEGER NOT NULL,            -- venue clock, ns since epoch (0: unknown)
+    ts_recv         INTEGER NOT NULL,            -- engine clock at receipt
+    recorded_ns     INTEGER NOT NULL,            -- journal wall clock, ns since epoch
+    session_id      INTEGER,
+    PRIMARY KEY (venue, symbol, trade_id)        -- venues number trades per symbol (Binance does)
+) STRICT;
+CREATE INDEX IF NOT EXISTS fills_recorded ON fills (recorded_ns);
+CREATE INDEX IF NOT EXISTS fills_order ON fills (client_order_id);
+"""
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sessions (
@@ -188,27 +257,7 @@ CREATE TABLE IF NOT EXISTS order_events (
 CREATE INDEX IF NOT EXISTS order_events_order ON order_events (client_order_id, event_id);
 CREATE INDEX IF NOT EXISTS order_events_ts ON order_events (ts_ns);
 
-CREATE TABLE IF NOT EXISTS fills (
-    venue           TEXT NOT NULL,
-    trade_id        TEXT NOT NULL,
-    client_order_id TEXT NOT NULL,
-    venue_order_id  TEXT NOT NULL,
-    symbol          TEXT NOT NULL,
-    side            TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
-    {_amount("price")},
-    {_amount("qty")},
-    {_amount("fee")},                            -- in fee_asset; negative is a rebate
-    fee_asset       TEXT NOT NULL,
-    liquidity       TEXT NOT NULL,
-    ts_venue        INTEGER NOT NULL,            -- venue clock, ns since epoch (0: unknown)
-    ts_recv         INTEGER NOT NULL,            -- engine clock at receipt
-    recorded_ns     INTEGER NOT NULL,            -- journal wall clock, ns since epoch
-    session_id      INTEGER,
-    PRIMARY KEY (venue, symbol, trade_id)        -- venues number trades per symbol (Binance does)
-) STRICT;
-CREATE INDEX IF NOT EXISTS fills_recorded ON fills (recorded_ns);
-CREATE INDEX IF NOT EXISTS fills_order ON fills (client_order_id);
-
+{_FILLS_TABLE}
 CREATE TABLE IF NOT EXISTS snapshots (
     snapshot_id INTEGER PRIMARY KEY,
     ts_ns       INTEGER NOT NULL,
@@ -704,6 +753,9 @@ class Journal(JournalReader):
                 raise JournalError(f"{self.path}: schema v{version} is newer than this hft (v{SCHEMA_VERSION})")
             if version == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
                 raise JournalError(f"{self.path}: a SQLite file that is not an hft journal")
+            if 0 < version < SCHEMA_VERSION:
+                _migrate(conn, version)
+                log.warning("journal %s: upgraded from schema v%d to v%d", self.path, version, SCHEMA_VERSION)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise JournalError(
@@ -712,6 +764,12 @@ class Journal(JournalReader):
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA journal_size_limit = 67108864")  # truncate the WAL to 64 MiB after checkpoints
             conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+            differing = _schema_differences(conn)
+            if differing:
+                raise JournalError(
+                    f"{self.path}: labelled schema v{SCHEMA_VERSION} but {', '.join(differing)} differ from it "
+                    "(written by another hft build?); move the file aside to start a new journal"
+                )
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc

@@ -25,7 +25,7 @@ async def run(cfg: Any, venues: Registry, strategies: Registry, **options: Any) 
     Takes the options of :func:`run_engine`. 1 if start-up failed or orders may remain open.
     """
     summary = await run_engine(cfg, venues, strategies, **options)
-    if summary is None:
+    if summary is None or summary.journal_error:
         return 1
     return 0 if all(v == 0 for v in summary.open_orders_left.values()) else 1
 
@@ -58,7 +58,7 @@ async def run_engine(
             journal = Journal(cfg.journal.path, synchronous=cfg.journal.synchronous).open()
         except (OSError, JournalError) as exc:
             metrics.shutdown()
-            write(f"error: journal {cfg.journal.path}: {exc}\n")
+            write(f"error: {exc}\n" if isinstance(exc, JournalError) else f"error: journal {cfg.journal.path}: {exc}\n")
             return None
     engine = Engine(
         cfg, venue_registry=venues, strategy_registry=strategies, metrics=metrics, journal=journal,
@@ -76,6 +76,7 @@ async def run_engine(
         loop.add_signal_handler(signal.SIGUSR2, engine.reduce_only, "manual")
         _write_pid(cfg.engine.pid_file)
     clean = False
+    summary: Summary | None = None
     try:
         try:
             engine.build()
@@ -108,7 +109,12 @@ async def run_engine(
             _remove_pid(cfg.engine.pid_file)
         metrics.shutdown()
         if journal is not None:
-            journal.close(clean=clean)  # an unclean session is where the next start reconciles from
+            try:
+                journal.close(clean=clean)  # an unclean session is where the next start reconciles from
+            except JournalError as exc:
+                write(f"error: journal {cfg.journal.path}: {exc}\n")
+                if summary is not None:
+                    summary.journal_error = str(exc)
 
 
 class StatusPrinter:

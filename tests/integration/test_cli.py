@@ -89,3 +89,29 @@ def test_halt_without_a_running_engine_says_so(tmp_path):
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     out = run("halt", "-c", str(path))
     assert out.returncode == 1 and "no running engine" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("content", ["not sqlite", "other sqlite"])
+def test_run_on_a_file_that_is_not_our_journal_stops_with_one_line_and_touches_nothing(tmp_path, content):
+    journal = tmp_path / "journal.sqlite"
+    if content == "not sqlite":
+        journal.write_bytes(b"hello, this is not a database" * 100)
+    else:
+        import sqlite3
+
+        con = sqlite3.connect(journal)
+        con.execute("CREATE TABLE notes (x)")
+        con.commit()
+        con.close()
+    before = journal.read_bytes()
+    cfg = default_config()
+    cfg["journal"]["path"] = str(journal)
+    cfg["metrics"]["enabled"] = False
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = run("run", "-c", str(path), "--duration", "1")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(journal) in errors[0], out.stdout + out.stderr
+    assert journal.read_bytes() == before

@@ -113,6 +113,46 @@ def test_invalid_settings_and_foreign_files_are_refused(tmp_path):
     assert not (tmp_path / "missing.sqlite").exists()  # a reader never creates a file
 
 
+def _downgrade_fills_to_v1(path: Path) -> None:
+    """Rewrite a journal's fills table as schema v1 had it: keyed by (venue, trade_id)."""
+    con = sqlite3.connect(path)
+    sql = con.execute("SELECT sql FROM sqlite_schema WHERE name = 'fills'").fetchone()[0]
+    con.executescript(
+        "ALTER TABLE fills RENAME TO f2; DROP INDEX fills_recorded; DROP INDEX fills_order;"
+        + sql.replace("PRIMARY KEY (venue, symbol, trade_id)", "PRIMARY KEY (venue, trade_id)")
+        + "; INSERT INTO fills SELECT * FROM f2; DROP TABLE f2;"
+        " CREATE INDEX fills_recorded ON fills (recorded_ns); CREATE INDEX fills_order ON fills (client_order_id);"
+    )
+    con.close()
+
+
+def test_a_v1_journal_is_upgraded_with_its_fills(tmp_path, caplog):
+    path = tmp_path / "v1.sqlite"
+    with Journal(path) as j:
+        j.record_fill(fill("7"))
+    _downgrade_fills_to_v1(path)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version = 1")
+    con.close()
+    with caplog.at_level(logging.WARNING, logger="hft.journal"), Journal(path) as j:
+        eth = Fill("alpha", "ETH/USDT", "h1-2", "7", Side.BUY, P("3000"), P("0.1"), P("0.03"), "USDT",
+                   Liquidity.MAKER)
+        j.record_fill(eth)  # the same trade id on another symbol: a fill of its own since v2
+        j.flush()
+        assert sorted((f.symbol, f.trade_id) for f in j.fills()) == [("BTC/USDT", "7"), ("ETH/USDT", "7")]
+    assert "upgraded from schema v1 to v2" in caplog.text
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_a_journal_whose_tables_differ_from_its_label_is_refused(tmp_path):
+    path = tmp_path / "relabelled.sqlite"
+    with Journal(path) as j:
+        j.record_fill(fill("7"))
+    _downgrade_fills_to_v1(path)  # still labelled v2: what an upgrade without migration used to leave
+    with pytest.raises(JournalError, match="labelled schema v2 but fills differ"):
+        Journal(path).open()
+
+
 def test_records_before_open_and_after_close_raise(tmp_path):
     j = Journal(tmp_path / "j.sqlite")
     with pytest.raises(JournalError, match="not open"):
