@@ -381,6 +381,10 @@ class JournalConfig(_Section):
         description="NORMAL survives a killed process (kill -9, crash); FULL also survives power loss, "
         "at one fsync per batch.",
     )
+    max_commit_delay_s: float = Field(
+        1.0, gt=0, description="While the journal has not committed for longer than this (database locked, disk "
+        "full), new orders are denied as journal_down; cancels continue. In seconds.",
+    )
 
 
 class RecoveryConfig(_Section):

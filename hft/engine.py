@@ -371,10 +371,14 @@ class Engine:
             self._deny(order, reason)
             return None
         order.risk_price = price if price is not None else fair
-        if self.journal is not None:
+        journal = self.journal
+        if journal is not None:  # an order we could not record must not leave
+            if journal.behind:
+                self._deny(order, "journal_down")
+                return None
             try:
-                self.journal.record_intent(order)
-            except JournalError:  # an order we could not record must not leave
+                journal.record_intent(order)
+            except JournalError:
                 self._deny(order, "journal_down")
                 return None
         self.orders[order.client_order_id] = order

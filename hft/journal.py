@@ -699,6 +699,7 @@ class Journal(JournalReader):
         flush_interval_s: float = 0.05,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
+        max_commit_delay_s: float = 1.0,
         clock: Clock | None = None,
     ) -> None:
         super().__init__(path)
@@ -713,6 +714,7 @@ class Journal(JournalReader):
         self.flush_interval_s = flush_interval_s
         self.synchronous = sync
         self.busy_timeout_ms = busy_timeout_ms
+        self.max_commit_delay_s = max_commit_delay_s
         self._now: Callable[[], int] = time.time_ns if clock is None else clock.now_ns
         self._dq: collections.deque[tuple] = collections.deque()
         self._wake = threading.Event()
@@ -724,6 +726,7 @@ class Journal(JournalReader):
         self._closed = False
         self._fatal: BaseException | None = None
         self._failing = False  # the last batch hit a transient error and waits for a retry
+        self._commit_since = 0.0  # monotonic start of the batch being committed (0: none)
         self._inflight: list[tuple] = []
         self._w_session: int | None = None  # session the writer stamps on rows (writer thread only)
         self.session_id: int | None = None
@@ -875,6 +878,14 @@ class Journal(JournalReader):
         self.close()
 
     @property
+    def behind(self) -> bool:
+        """True when records are not being committed: the writer is down, or the batch in hand has
+        waited longer than ``max_commit_delay_s`` (database locked, disk full). The engine sends no
+        new order meanwhile: one it could not record must not leave."""
+        since = self._commit_since
+        return self._fatal is not None or (since != 0.0 and time.monotonic() - since > self.max_commit_delay_s)
+
+    @property
     def healthy(self) -> bool:
         """Writer running and its last batch committed (False while retrying, forever once it died)."""
         t = self._thread
@@ -967,8 +978,10 @@ class Journal(JournalReader):
                     popleft = dq.popleft
                     batch = [popleft() for _ in range(n)]
                     self._inflight = batch
+                    self._commit_since = time.monotonic()
                     if not self._commit(batch):
                         return  # gave up at close; already counted and logged
+                    self._commit_since = 0.0
                     self._inflight = []
                 if stopping:
                     return

@@ -55,7 +55,9 @@ async def run_engine(
     journal = None
     if cfg.journal.enabled:
         try:
-            journal = Journal(cfg.journal.path, synchronous=cfg.journal.synchronous).open()
+            journal = Journal(
+                cfg.journal.path, synchronous=cfg.journal.synchronous, max_commit_delay_s=cfg.journal.max_commit_delay_s,
+            ).open()
         except (OSError, JournalError) as exc:
             metrics.shutdown()
             write(f"error: {exc}\n" if isinstance(exc, JournalError) else f"error: journal {cfg.journal.path}: {exc}\n")

@@ -1,0 +1,66 @@
+"""A journal that cannot commit stops new orders (cancels go on) and loses nothing once it can again."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from prometheus_client import CollectorRegistry
+
+from hft.engine import Engine
+from hft.journal import JournalReader
+from hft.metrics import Metrics
+from hft.runner import run_engine
+from tests.integration.test_run_end_to_end import _load
+
+
+async def test_a_locked_journal_holds_new_orders_until_it_commits_again():
+    cfg, venues, strategies = _load()
+    cfg.journal.max_commit_delay_s = 0.3
+    seen: dict = {}
+
+    def sent(engine: Engine) -> int:
+        return sum(st.orders for st in engine.stats.values())
+
+    def started(engine: Engine) -> None:
+        async def lock_the_file() -> None:
+            while sent(engine) < 10:  # trading, and journaling
+                await asyncio.sleep(0.02)
+            other = sqlite3.connect(cfg.journal.path, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")  # another process holds the database: the writer cannot commit
+            try:
+                while not engine.risk_denials.get("journal_down"):
+                    await asyncio.sleep(0.01)
+                seen["stalled"] = engine.journal.behind
+                at_first_denial = sent(engine)
+                resting = [o for orders in engine.open_orders.values() for o in orders.values()]
+                seen["resting"] = len(resting)
+                seen["cancel_sent"] = engine.cancel_order(resting[0]) if resting else None
+                await asyncio.sleep(1.0)  # the market moves; the strategy keeps asking
+                seen["sent_while_stalled"] = sent(engine) - at_first_denial
+                seen["denied"] = engine.risk_denials["journal_down"]
+            finally:
+                other.execute("COMMIT")
+                other.close()
+            at_release = sent(engine)
+            while engine.journal.behind:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)
+            seen["sent_after"] = sent(engine) - at_release
+
+        engine.spawn(lock_the_file(), "lock")
+
+    summary = await run_engine(cfg, venues, strategies, duration=6.0, metrics=Metrics(CollectorRegistry()),
+                               out=lambda s: None, on_started=started)
+    assert summary is not None and not summary.journal_error
+    assert seen["stalled"] is True and seen["denied"] > 0
+    assert seen["sent_while_stalled"] == 0  # nothing left that the journal had not recorded
+    assert seen["resting"] > 0 and seen["cancel_sent"] is True  # cancels still go out
+    assert seen["sent_after"] > 0  # trading resumed
+    reader = JournalReader(cfg.journal.path)
+    try:
+        journaled = reader.orders()
+    finally:
+        reader.close_reader()
+    assert len(journaled) == sum(st.orders for st in summary.venues.values())  # every intent, once
+    assert summary.open_orders_left == {"alpha": 0, "beta": 0, "gamma": 0}
