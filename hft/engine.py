@@ -12,7 +12,7 @@ import gc
 import itertools
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 _TASK_STOP_S = 5.0  # a task or adapter that takes longer to stop is logged and left behind
 
 _SEEN_FILLS_KEPT = 200_000
+_DONE_ORDERS_KEPT = 100_000
 _UNKNOWN_BALANCE = Available()
 
 
@@ -127,6 +128,7 @@ class Engine:
         self.books: dict[str, ConsolidatedBook] = {}
         self.portfolios: dict[str, Portfolio] = {}
         self.orders: dict[str, Order] = {}
+        self._done_order_ids: deque[str] = deque()  # oldest first; see _retire
         self.open_orders: dict[str, dict[str, Order]] = {}
         self.stats: dict[str, VenueStats] = {}
         self.risk_denials: dict[str, int] = {}
@@ -532,7 +534,18 @@ class Engine:
         order.status = status
         order.updated_ns = ts
         self.open_orders[order.venue].pop(order.client_order_id, None)
+        self._retire(order)
         self._notify(order, None)
+
+    def _retire(self, order: Order) -> None:
+        """A done order stays in :attr:`orders` for late events until ``_DONE_ORDERS_KEPT`` newer ones
+        have finished (over an hour of quoting), then is forgotten: the journal keeps it."""
+        done = self._done_order_ids
+        done.append(order.client_order_id)
+        if len(done) > _DONE_ORDERS_KEPT:
+            old = self.orders.get(done.popleft())
+            if old is not None and old.status.is_done:
+                del self.orders[old.client_order_id]
 
     def _on_filled(self, ev: OrderFilled) -> None:
         fill = ev.fill
@@ -576,6 +589,7 @@ class Engine:
                 order.status = OrderStatus.FILLED
                 order.updated_ns = fill.ts_recv
                 self.open_orders[order.venue].pop(order.client_order_id, None)
+                self._retire(order)
             else:  # an IOC remainder that expires arrives as its own OrderCanceled(expired)
                 order.status = OrderStatus.PARTIALLY_FILLED
         self._notify(order, fill)

@@ -68,3 +68,21 @@ def test_fill_with_the_fee_in_the_base_asset_keeps_position_and_holdings_apart()
     position = engine.portfolio("BTC/USDT").by_venue["alpha"]
     assert position.qty == n.parse("0.1") and position.holdings == n.parse("0.0999")
     assert engine.orders["b1"].status is OrderStatus.FILLED and engine.open_orders["alpha"] == {}
+
+
+def test_done_orders_are_forgotten_oldest_first_and_live_ones_never(monkeypatch):
+    import hft.engine
+
+    monkeypatch.setattr(hft.engine, "_DONE_ORDERS_KEPT", 3)
+    engine = engine_with_two_symbols()
+    live = order("live", "BTC/USDT")
+    engine.manage(live)
+    for i in range(6):
+        engine.manage(order(f"o{i}", "BTC/USDT"))
+        if i % 2:
+            engine.on_event(OrderFilled(fill(f"o{i}", "BTC/USDT", f"t{i}"), 0))  # done by a fill
+        else:
+            engine.on_event(OrderCanceled("alpha", f"o{i}", 0))  # done by a cancel
+    assert sorted(engine.orders) == ["live", "o3", "o4", "o5"]
+    assert engine.orders["live"] is live and engine.open_orders["alpha"] == {"live": live}
+    assert engine.portfolio("BTC/USDT").position("alpha") == n.parse("0.3")  # forgetting changes no position
