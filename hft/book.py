@@ -36,6 +36,7 @@ The books do no I/O and know no venue: adapters turn wire messages into
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator
 from heapq import heapify, heappop, heappush, heapreplace
 
@@ -45,6 +46,15 @@ from hft.model import Side
 __all__ = ["ConsolidatedBook", "VenueBook"]
 
 Level = tuple[int, int]  # (price, size)
+CHECKSUM_LEVELS = 10
+
+
+def levels_checksum(bids: Iterable[Level], asks: Iterable[Level]) -> int:
+    """CRC-32 of best-first bid and ask levels as fixed-point ints: two books with the same top
+    levels have the same checksum, whoever computes it (the engine exports its books' checksums so a
+    test can compare them with a venue's own depth)."""
+    text = ",".join(f"{p}:{s}" for p, s in bids) + "|" + ",".join(f"{p}:{s}" for p, s in asks)
+    return zlib.crc32(text.encode())
 
 # Best-price sentinels of an empty side, far outside any fixed-point price.
 _NO_BID = -(1 << 200)
@@ -311,6 +321,10 @@ class VenueBook:
                 break
         it.close()
         return out
+
+    def checksum(self, n: int = CHECKSUM_LEVELS) -> int:
+        """:func:`levels_checksum` of the best ``n`` levels per side (not for the hot path)."""
+        return levels_checksum(self.depth(Side.BUY, n), self.depth(Side.SELL, n))
 
     def iter_side(self, side: Side | int) -> Iterator[Level]:
         """Yield ``(price, size)`` of ``side`` best first, lazily (O(log n) a level).

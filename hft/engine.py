@@ -705,6 +705,9 @@ class Engine:
             m.position.labels(venue="total").set(numbers.to_float(portfolio.total.qty))
         for venue, orders in self.open_orders.items():
             self._vm[venue].open_orders.set(len(orders))
+        for symbol, book in self.books.items():
+            for venue in book.venues:
+                m.book_checksum.labels(venue=venue, symbol=symbol).set(book.venue_book(venue).checksum())
         m.pnl_realized.set(numbers.to_float(realized))
         m.pnl_unrealized.set(numbers.to_float(unrealized))
         m.fees.set(numbers.to_float(fees))

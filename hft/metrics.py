@@ -32,6 +32,10 @@ class Metrics:
             ["venue"], buckets=ACK_BUCKETS, registry=r,
         )
         self.book_valid = Gauge("hft_book_valid", "1 when the venue's book is in the consolidated book", ["venue"], registry=r)
+        self.book_checksum = Gauge(
+            "hft_book_checksum", "CRC-32 of the venue book's best 10 levels a side (hft.book.levels_checksum)",
+            ["venue", "symbol"], registry=r,
+        )
         self.risk_denials = Counter("hft_risk_denials", "Orders stopped by pre-trade checks", ["venue", "reason"], registry=r)
         self.venue_up = Gauge("hft_venue_up", "1 when the venue is connected", ["venue"], registry=r)
         self.position = Gauge("hft_position_base", "Position in the base asset", ["venue"], registry=r)

@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:  # importable as a script too
 
 from hft import numbers  # noqa: E402
 from hft.journal import JournalReader  # noqa: E402
+from hft.book import CHECKSUM_LEVELS, levels_checksum  # noqa: E402
 from hft.model import Side  # noqa: E402
 
 NAMES = ("a", "b", "c")
@@ -117,6 +118,7 @@ class SoakReport:
     duplicates_ignored: int = 0  # fills the engine saw twice and did not count (its own counter)
     gaps: int = 0
     resyncs: int = 0
+    books_compared: int = 0  # venue books found equal to the server's (frozen market, after the run's resyncs)
     orphans: list[str] = field(default_factory=list)
     lost_fills: list[str] = field(default_factory=list)
     extra_fills: list[str] = field(default_factory=list)
@@ -161,6 +163,7 @@ class SoakReport:
             ("fills / open orders checked while running", f"{self.fills_checked_running} / {self.open_checked_running}"),
             ("duplicate fills reaching the engine (ignored)", str(self.duplicates_ignored)),
             ("book gaps / resyncs", f"{self.gaps} / {self.resyncs}"),
+            ("books equal to the server's (best 10 levels)", str(self.books_compared)),
             ("orphans found", str(len(set(self.orphans)))),
             ("earlier runs' orders left open", str(len(set(self.stale_orders)))),
             ("lost fills / extra fills", f"{len(self.lost_fills)} / {len(self.extra_fills)}"),
@@ -558,7 +561,7 @@ class Soak:
     # -- checks while a run trades
     def check_running(self, run: EngineRun, rounds: int = 20) -> None:
         """Books valid again, no orphan, no earlier run's order left, fills and positions agree."""
-        self._check_books_valid(run)
+        self.check_books(run)
         for _ in range(rounds):
             self._check_orphans_running()
             time.sleep(0.05)
@@ -566,6 +569,11 @@ class Soak:
         m = run.metrics()
         self._check_health(run, m)
         self._count(m)
+
+    def check_books(self, run: EngineRun) -> None:
+        """Every venue's book valid again, then equal to the server's."""
+        self._check_books_valid(run)
+        self._check_books_equal(run)
 
     def _check_books_valid(self, run: EngineRun) -> None:
         """Every venue's book is (again) valid: each gap and each dropped stream ended in a resync."""
@@ -579,6 +587,31 @@ class Soak:
                 self.report.book_problems.append(f"run {run.index}: books of {invalid} still invalid")
                 return
             time.sleep(0.1)
+
+    def _check_books_equal(self, run: EngineRun) -> None:
+        """Freeze every market, then wait until the engine's book of each venue (the checksum of its best
+        levels it exports) equals the server's own depth — after whatever gaps, drops and resyncs the run
+        went through; then let the markets move again."""
+        for s in self.servers.values():
+            s.admin("POST", "/admin/halt", {"symbol": SYMBOL, "halted": True})
+        try:
+            pending = set(NAMES)
+            deadline = time.monotonic() + SETTLE_TIMEOUT_S
+            while pending and time.monotonic() < deadline:
+                m = run.metrics()
+                for n in sorted(pending):
+                    depth = self.servers[n].admin("GET", f"/admin/book?symbol={SYMBOL}&limit={CHECKSUM_LEVELS}")
+                    want = levels_checksum([(P(p), P(q)) for p, q in depth["bids"]],
+                                           [(P(p), P(q)) for p, q in depth["asks"]])
+                    if _metric(m, "hft_book_valid", venue=n) == 1 and _metric(m, "hft_book_checksum", venue=n) == want:
+                        pending.discard(n)
+                time.sleep(0.1)
+            self.report.books_compared += len(NAMES) - len(pending)
+            for n in sorted(pending):
+                self.report.book_problems.append(f"run {run.index} {n}: the engine's book never equalled the server's")
+        finally:
+            for s in self.servers.values():
+                s.admin("POST", "/admin/halt", {"symbol": SYMBOL, "halted": False})
 
     def _journal_orders(self, cids: set[str]) -> tuple[dict[str, Any], str]:
         """The journal's rows of ``cids`` (by primary key: quick however long the journal) and the
@@ -736,6 +769,7 @@ def run_soak(
             run = soak.start_engine()
             t_trading = time.monotonic()
             soak.trade(soak.rng.uniform(0.5, 1.5) * run_seconds, drop_streams=faults)
+            soak.check_books(run)  # after this run's drops, gaps and resyncs
             after_fill = soak.kill(run, after_fill=soak.rng.random() < kill_after_fill_share)
             say(f"soak: run {i}: started in {run.started_s:.1f}s, traded {time.monotonic() - t_trading:.1f}s, "
                 f"kill -9{' right after a fill' if after_fill else ''}; journal lacked {len(soak.unrecovered)} "

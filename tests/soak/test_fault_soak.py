@@ -37,3 +37,4 @@ def test_fault_soak_with_kill9_restarts(soak, tmp_path):
     assert sum(report.admin_drops.values()) + sum(f.get("ws_drop", 0) for f in report.faults.values()) > 0
     assert report.kills_after_fill > 0
     assert sum(report.fills_checked.values()) > 0 and report.fills_checked_running > 0
+    assert report.resyncs > 0 and report.books_compared == 3 * report.runs_started  # every book, every run

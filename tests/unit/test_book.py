@@ -718,3 +718,19 @@ def test_recording_reader_counts_match_the_data_readme():
             if stream_data(msg, kind) is not None:
                 counts[kind] += 1
     assert counts == {"depthUpdate": 3_451, "bookTicker": 28_040, "trade": 9_757, "snapshot": 1}
+
+
+def test_checksum_is_the_same_for_the_same_top_levels_however_the_book_was_built():
+    from hft.book import levels_checksum
+
+    bids = [(parse(str(100 - i)), parse("1")) for i in range(15)]
+    asks = [(parse(str(101 + i)), parse("2")) for i in range(15)]
+    snap = VenueBook("v", "X/Y")
+    snap.apply_snapshot(bids, asks, 1)
+    built = VenueBook("v", "X/Y")
+    built.apply_snapshot([(parse("50"), parse("9"))], [], 1)
+    assert built.apply_delta(2, 2, [(parse("50"), 0), *bids[:12]], asks[:11])  # deeper levels do not count
+    assert built.checksum() == snap.checksum() == levels_checksum(bids[:10], asks[:10])
+    assert built.apply_delta(3, 3, [(bids[9][0], parse("1.000000001"))], [])  # the 10th bid's size moves
+    assert built.checksum() != snap.checksum()
+    assert levels_checksum([(1, 2)], []) != levels_checksum([], [(1, 2)])  # sides are told apart
