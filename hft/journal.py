@@ -81,7 +81,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -569,6 +569,23 @@ class JournalReader:
             where.append("venue = ?")
             params.append(venue)
         return [FillRow._from_db(r) for r in self._recent("fills", _FILL_COLS, where, params, "recorded_ns", limit)]
+
+    def iter_fills(self, batch: int = 10_000) -> Iterator[Fill]:
+        """Every fill as a :class:`Fill`, in the order written, streamed in batches: a start-up replay of
+        millions of fills holds one batch in memory, not the whole history."""
+        liquidity = {m.value: m for m in Liquidity}
+        sql = f"SELECT rowid, {_FILL_COLS} FROM fills WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        last = 0
+        while True:
+            rows = self._query(sql, (last, batch))
+            for r in rows:
+                yield Fill(
+                    r[1], r[5], r[3], r[2], _TEXT_SIDE[r[6]], _amt(r[7]), _amt(r[8]), _amt(r[9]), r[10],
+                    liquidity[r[11]], r[4], r[12], r[13],
+                )
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
 
     def fill_ids(self, venue: str) -> set[tuple[str, str]]:
         """``(symbol, trade id)`` of every fill journaled for ``venue``."""

@@ -69,8 +69,7 @@ def restore_from_journal(engine: "Engine", venues: list[str]) -> int:
     journal = engine.journal
     assert journal is not None
     replayed = 0
-    for row in journal.fills():
-        fill = row.to_fill()
+    for fill in journal.iter_fills():
         portfolio = engine.portfolios.get(fill.symbol)
         if portfolio is None or fill.venue not in venues:
             continue

@@ -761,3 +761,15 @@ def test_cli_errors_are_one_line_and_non_zero(cli_journal, tmp_path):
     assert res.exit_code == 2 and "yesterday" in res.output
     res = runner.invoke(journal_cli, ["orders", "--path", str(path), "-c", "x.yaml"])
     assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_iter_fills_streams_every_fill_in_the_order_written(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as j:
+        for i in range(25):
+            j.record_fill(fill(str(i), venue="alpha" if i % 3 else "beta", qty=f"0.00{i % 9 + 1}",
+                               side=Side.SELL if i % 2 else Side.BUY, ts_venue=i, ts_recv=1000 + i))
+        j.record_fill(fill("5", venue="alpha"))  # a duplicate: not written twice
+        j.flush()
+        streamed = list(j.iter_fills(batch=4))
+        assert streamed == [row.to_fill() for row in j.fills()]
+        assert [f.trade_id for f in streamed] == [str(i) for i in range(25)]
