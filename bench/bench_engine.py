@@ -29,13 +29,33 @@ from hft.runner import run_engine  # noqa: E402
 
 
 class _Recorder:
-    """Stands in for the histogram's ``observe`` and keeps every sample (seconds)."""
+    """Stands in for the histogram's ``observe``: keeps every sample (seconds), and separately the
+    first order of each market event (the later orders of the same event find the path warm)."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []
+        self.first: list[float] = []
+        self._engine = None
+        self._tick = 0
+
+    def follow(self, engine) -> None:
+        self._engine = engine
 
     def observe(self, value: float) -> None:
         self.samples.append(value)
+        if self._engine is not None and self._engine._tick_recv_ns != self._tick:
+            self._tick = self._engine._tick_recv_ns
+            self.first.append(value)
+
+
+def _stats(samples: list[float]) -> dict:
+    samples = sorted(samples)
+    return {
+        "samples": len(samples),
+        "p50_us": _percentile(samples, 0.50) * 1e6,
+        "p99_us": _percentile(samples, 0.99) * 1e6,
+        "mean_us": statistics.fmean(samples) * 1e6 if samples else float("nan"),
+    }
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -60,22 +80,20 @@ def run(seconds: float = 20.0) -> dict:
     recorder = _Recorder()
     metrics.tick_to_order = recorder
     summary = asyncio.run(run_engine(cfg, venues, strategies, duration=seconds, quiet=True, metrics=metrics,
-                                     out=lambda s: None))
-    samples = sorted(recorder.samples)
+                                     out=lambda s: None, on_started=recorder.follow))
     return {
         "orders": sum(st.orders for st in summary.venues.values()) if summary else 0,
-        "samples": len(samples),
-        "p50_us": _percentile(samples, 0.50) * 1e6,
-        "p99_us": _percentile(samples, 0.99) * 1e6,
-        "mean_us": statistics.fmean(samples) * 1e6 if samples else float("nan"),
+        **_stats(recorder.samples),
+        "first": _stats(recorder.first),
     }
 
 
 def run_warm(ticks: int = 3000) -> dict:
     """The same path with the background flow stopped: a flow order moves alpha's top of book each
     tick (through the matching engine, the sim adapter's feed and the engine, as in a live run), and
-    nothing else runs in between, so the code stays warm. Shows the path's own cost without the
-    cache pollution of simulating three venues in the same interpreter."""
+    nothing else runs in between, so the path's code and data stay in the CPU caches. In the live run
+    an event that makes orders comes every few tens of ms, after idle time and other work, and finds
+    them cold: the first order of each event pays for that."""
     from hft.engine import Engine
     from hft.model import OrderType, Side, TimeInForce
 
@@ -88,6 +106,9 @@ def run_warm(ticks: int = 3000) -> dict:
     cfg.metrics.enabled = False
     cfg.journal.path = Path(tempfile.mkdtemp(prefix="hft-bench-")) / "journal.sqlite"
     cfg.risk.max_orders_per_second = 1_000_000
+    # The bench's moves stay inside the consolidated spread, often less than the default 1 bp refresh
+    # tolerance when the venues' books overlap: re-quote on every move so that every run sends orders.
+    cfg.strategy.params.refresh_tolerance_bps = 0.0
     for vc in cfg.venues:
         vc.options.latency_ms = vc.options.market_data_latency_ms = 0.0
     metrics = Metrics(CollectorRegistry())
@@ -124,13 +145,7 @@ def run_warm(ticks: int = 3000) -> dict:
         journal.close()
 
     asyncio.run(drive())
-    samples = sorted(recorder.samples)
-    return {
-        "samples": len(samples),
-        "p50_us": _percentile(samples, 0.50) * 1e6,
-        "p99_us": _percentile(samples, 0.99) * 1e6,
-        "mean_us": statistics.fmean(samples) * 1e6 if samples else float("nan"),
-    }
+    return _stats(recorder.samples)
 
 
 def main() -> None:
@@ -141,10 +156,12 @@ def main() -> None:
     r = run(5.0 if args.quick else args.seconds)
     w = run_warm(500 if args.quick else 3000)
     print(f"{'tick-to-order':<46}{'samples':>9}{'p50 µs':>9}{'p99 µs':>9}{'mean µs':>9}")
-    print(f"{'live: engine + 3 sim venues in one process':<46}{r['samples']:>9}{r['p50_us']:>9.1f}"
-          f"{r['p99_us']:>9.1f}{r['mean_us']:>9.1f}")
-    print(f"{'warm: same path, flow stopped, top moved':<46}{w['samples']:>9}{w['p50_us']:>9.1f}"
-          f"{w['p99_us']:>9.1f}{w['mean_us']:>9.1f}")
+    for label, x in (
+        ("live: engine + 3 sim venues in one process", r),
+        ("  of which the first order of each event", r["first"]),
+        ("warm: same path, flow stopped, top moved", w),
+    ):
+        print(f"{label:<46}{x['samples']:>9}{x['p50_us']:>9.1f}{x['p99_us']:>9.1f}{x['mean_us']:>9.1f}")
     print("targets: p50 <= 50 µs, p99 <= 250 µs")
 
 

@@ -252,6 +252,10 @@ class VenueBook:
         """Same as :meth:`best_ask` (mirrors :attr:`ConsolidatedBook.ask`)."""
         return self.best_ask()
 
+    def top_prices(self) -> tuple[int | None, int | None]:
+        """``(best bid price, best ask price)``, ``None`` for an empty side: the top in one call."""
+        return (self._bbp if self._bids else None, self._bap if self._asks else None)
+
     def best_bid(self) -> Level | None:
         """Highest bid as ``(price, size)``, or ``None`` when there are no bids."""
         d = self._bids
@@ -583,7 +587,8 @@ class ConsolidatedBook:
 
     def is_active(self, venue: str | int) -> bool:
         """True when the venue is in the aggregate (valid and not stale)."""
-        return not self._books[self.venue_index(venue)]._out
+        i = self._by_name.get(venue)
+        return not self._books[self.venue_index(venue) if i is None else i]._out
 
     def set_taker_fee(self, venue: str | int, taker_fee_ppm: int) -> None:
         """Change a venue's taker fee (ppm) for :meth:`fee_adjusted_depth`."""
@@ -619,14 +624,19 @@ class ConsolidatedBook:
         aggregate: the caller should get the adapter to resync it with a snapshot. A stale venue
         rejoins the aggregate with an accepted delta.
         """
-        i = self.venue_index(venue)
+        i = self._by_name.get(venue)
+        if i is None:
+            i = self.venue_index(venue)
         book = self._books[i]
-        verdict = book._check_seq(first_seq, last_seq)
-        if verdict != _APPLY:
-            if verdict == _GAP:
-                book._drop(book._gap_reason(first_seq, last_seq))
-                self._refresh()
-            return verdict == _DUPLICATE
+        if book._valid and first_seq == book.seq + 1 and last_seq >= first_seq:
+            book._bridging = False  # the common case of _check_seq, without the call
+        else:
+            verdict = book._check_seq(first_seq, last_seq)
+            if verdict != _APPLY:
+                if verdict == _GAP:
+                    book._drop(book._gap_reason(first_seq, last_seq))
+                    self._refresh()
+                return verdict == _DUPLICATE
         if book._out:  # valid but stale
             book._out = False
             self._refresh()
@@ -635,7 +645,10 @@ class ConsolidatedBook:
             level(i, 1, p, s)
         for p, s in asks:
             level(i, -1, p, s)
-        book._accepted(last_seq, ts)
+        book.seq = last_seq  # as VenueBook._accepted
+        book.updates += 1
+        if ts is not None:
+            book.last_update_ts = ts
         return True
 
     def apply_level(self, i: int, side: Side | int, price: int, size: int) -> None:

@@ -7,7 +7,9 @@ venue whose book is valid (inventory-skewed, Avellaneda–Stoikov style, within
 position limits), and reconciles it with what rests: a quote within the
 refresh tolerance stays (no cancel/replace for small moves), others are
 cancelled and replaced. A venue whose book is invalid or stale gets no quotes
-and its resting ones are pulled.
+and its resting ones are pulled. A quote the pre-trade checks deny (order rate,
+balance, ...) leaves its slot empty for ``denial_hold_s`` before it is asked
+for again, instead of on every top-of-book change.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class MarketMakingParams(BaseModel):
     volatility_halflife_s: float = Field(30.0, gt=0, description="EWMA half-life of the volatility estimate")
     initial_volatility_bps: float = Field(1.0, ge=0, description="Volatility prior, bp per sqrt(second)")
     volatility_sample_s: float = Field(1.0, ge=0, description="Sample the fair price at most this often (keeps bid-ask bounce out)")
+    denial_hold_s: float = Field(
+        0.25, ge=0, description="After the pre-trade checks deny a quote, leave its slot empty this long, seconds "
+        "(0: ask again on the next book change)",
+    )
     max_position_per_venue: FixedDecimal | None = Field(None, description="Default: risk.max_position_per_venue")
     max_position_total: FixedDecimal | None = Field(None, description="Default: risk.max_position_total")
     hedge: HedgeParams | None = Field(None, description="Hedge inventory beyond a threshold through the router")
@@ -89,8 +95,11 @@ class MarketMakingStrategy(Strategy):
             (VenueQuoteInput(v, self.instruments[v], 0, self.max_venue), positions[v]) for v in self.venues
         ]
         # What the last decision saw; a book event that changes none of it changes no quote.
-        self._seen_top: tuple | None = None
+        self._seen_bid: tuple | None = None
+        self._seen_ask: tuple | None = None
         self._seen_venue_top: dict[str, tuple] = {}
+        self._held: dict[tuple[str, Side, int], int] = {}  # slot -> mono ns until which a denied slot waits
+        self._denial_hold_ns = int(p.denial_hold_s * 1e9)
         self._dirty = True
         self.hedger = InventoryHedger(self.ctx, self.symbol, p.hedge) if p.hedge is not None else None
 
@@ -99,12 +108,15 @@ class MarketMakingStrategy(Strategy):
         bid = book.bid
         ask = book.ask
         vb = self.venue_books.get(venue)
-        venue_top = (vb.bid, vb.ask) if vb is not None else None
-        top = (bid, ask)
-        if not self._dirty and top == self._seen_top and venue_top == self._seen_venue_top.get(venue):
-            return  # a change below the top of book: nothing to re-quote
+        venue_top = vb.top_prices() if vb is not None else None
+        if (
+            not self._dirty and bid == self._seen_bid and ask == self._seen_ask
+            and venue_top == self._seen_venue_top.get(venue)
+        ):
+            return  # a change below the tops the decision reads: nothing to re-quote
         self._dirty = False
-        self._seen_top = top
+        self._seen_bid = bid
+        self._seen_ask = ask
         self._seen_venue_top[venue] = venue_top
         if bid is None or ask is None:
             self._pull_inactive()  # no two-sided market: quote nothing new
@@ -115,66 +127,82 @@ class MarketMakingStrategy(Strategy):
         self.fair = fair
         now = self.ctx.clock.mono_ns()
         self.volatility.update(fair, now)
+        active = book.active_venues()
         inputs = []
         for venue_input, position in self._inputs:
-            if book.is_active(venue_input.venue):
+            if venue_input.venue in active:
                 venue_input.position = position.qty
                 inputs.append(venue_input)
         desired = compute_quotes(
             fair, self.volatility.sigma_price(fair), self.portfolio.total.qty, inputs, self.quote_params,
             self.max_total,
         )
-        self._reconcile(desired)
+        self._reconcile(desired, now)
         if self.hedger is not None:
             self.hedger.maybe_hedge(now)
 
-    def _reconcile(self, desired: list) -> None:
-        """Send new quotes first (the latency that matters), then the cancels of stale ones."""
+    def _reconcile(self, desired: list, now: int) -> None:
+        """Send the quotes of free slots first (the latency that matters), then cancel stale ones.
+
+        Quotes arrive grouped by venue, then by level, bid before ask (``compute_quotes``), so each
+        venue's top of book is read once and a level's inner neighbour is the side's previous quote.
+        """
         quotes = self.quotes
         ctx = self.ctx
-        tolerance = self.quote_params.refresh_tolerance_bps
+        held = self._held
         venue_books = self.venue_books
         instruments = self.instruments
         wanted = set()
-        to_cancel = []
-        inner: dict[tuple[str, Side, int], int] = {}  # the price of the level just inside each slot
+        occupied = []  # (resting order, target price, target qty): refresh checks after the sends
+        venue = None
+        best_bid = best_ask = inner_bid = inner_ask = None
+        tick = 0
+        inner_bid_level = inner_ask_level = -2  # the level of the side's previous quote on this venue
         for q in desired:
-            key = (q.venue, q.side, q.level)
+            if q.venue != venue:
+                venue = q.venue
+                best_bid, best_ask = venue_books[venue].top_prices()
+                tick = instruments[venue].tick_size
+                inner_bid_level = inner_ask_level = -2
+            side = q.side
+            level = q.level
+            key = (venue, side, level)
             wanted.add(key)
             price = q.price
-            tick = instruments[q.venue].tick_size
             # keep a post-only quote off the venue's own opposite best (it would be rejected there),
             # and each deeper level a tick beyond the one before it
-            if q.side is Side.BUY:
-                best = venue_books[q.venue].ask
-                if best is not None and price >= best[0]:
-                    price = best[0] - tick
-                previous = inner.get(key)
-                if previous is not None and price >= previous:
-                    price = previous - tick
+            if side is Side.BUY:
+                if best_ask is not None and price >= best_ask:
+                    price = best_ask - tick
+                if inner_bid_level == level - 1 and price >= inner_bid:
+                    price = inner_bid - tick
+                inner_bid = price
+                inner_bid_level = level
             else:
-                best = venue_books[q.venue].bid
-                if best is not None and price <= best[0]:
-                    price = best[0] + tick
-                previous = inner.get(key)
-                if previous is not None and price <= previous:
-                    price = previous + tick
-            inner[(q.venue, q.side, q.level + 1)] = price
+                if best_bid is not None and price <= best_bid:
+                    price = best_bid + tick
+                if inner_ask_level == level - 1 and price <= inner_ask:
+                    price = inner_ask + tick
+                inner_ask = price
+                inner_ask_level = level
             current = quotes.get(key)
             if current is not None:
-                if current.cancel_requested_ns:
-                    continue  # replacement waits for the cancel to land (keeps exposure honest)
-                if needs_refresh(current.price or 0, current.qty - current.filled_qty, price, q.qty, tolerance):
-                    to_cancel.append(current)
+                # a slot whose cancel is out waits for it to land before its replacement (keeps exposure honest)
+                if not current.cancel_requested_ns:
+                    occupied.append((current, price, q.qty))
                 continue
-            order = ctx.submit_order(
-                q.venue, self.symbol, q.side, q.qty, price, post_only=True, tag=_TAGS[q.side, q.level],
-            )
-            if order is not None:
+            if held and held.get(key, 0) > now:
+                continue  # denied a moment ago: wait out the hold instead of asking again on every tick
+            order = ctx.submit_order(venue, self.symbol, side, q.qty, price, post_only=True, tag=_TAGS[side, level])
+            if order is None:
+                held[key] = now + self._denial_hold_ns
+            else:
                 quotes[key] = order
                 self.slot_of[order.client_order_id] = key
-        for order in to_cancel:
-            ctx.cancel_order(order)
+        tolerance = self.quote_params.refresh_tolerance_bps
+        for current, price, qty in occupied:
+            if needs_refresh(current.price or 0, current.qty - current.filled_qty, price, qty, tolerance):
+                ctx.cancel_order(current)
         for key, order in list(quotes.items()):
             if key not in wanted and not order.cancel_requested_ns:
                 ctx.cancel_order(order)

@@ -278,10 +278,13 @@ def model_quote(fair: float, sigma: float, position_total: int, params: QuotePar
         raise ValueError("fair price must be positive")
     if sigma < 0:
         raise ValueError("sigma must be non-negative")
-    q = position_total / params.order_size
-    r = reservation_price(fair, q, params.risk_aversion, sigma, params.horizon_s)
-    half = optimal_half_spread(fair, params.risk_aversion, sigma, params.horizon_s, params.arrival_intensity)
+    # reservation_price() and optimal_half_spread(), inlined: this runs on every quote decision
+    gamma = params.risk_aversion
     bp = fair * _BP
+    sigma_bps = sigma / bp
+    inventory_bps = gamma * sigma_bps * sigma_bps * params.horizon_s  # γ·σ²·T
+    r = fair - position_total / params.order_size * inventory_bps * bp
+    half = 0.5 * (inventory_bps + 2.0 / gamma * math.log1p(gamma / params.arrival_intensity)) * bp
     hi = params.max_spread_bps * bp
     if r < fair - hi:
         r = fair - hi
@@ -336,23 +339,23 @@ def compute_quotes(
     spacing = params.level_spacing_bps * fair * _BP
     levels = params.levels
     order_size = params.order_size
-    bid_f = r - half
-    ask_f = r + half
-    floor = math.floor
-    ceil = math.ceil
-    long_inventory = position_total > 0
 
-    # Pass 1, venue by venue: prices, and quantities capped by each venue's own
-    # headroom (cumulative over its levels).
+    # Pass 1, venue by venue: quantities capped by each venue's own headroom (cumulative over its
+    # levels) on the price ladder of its tick (computed once per distinct tick).
     out: list[Quote] = []
     append = out.append
     starts: list[int] = []
     sum_bid = sum_ask = 0
+    ladder_tick = 0
+    ladder: list[tuple[int, int]] = []
     for v in venues:
         starts.append(len(out))
         name = v.venue
         inst = v.instrument
         tick = inst.tick_size
+        if tick != ladder_tick:
+            ladder_tick = tick
+            ladder = _ladder(r - half, r + half, spacing, levels, tick, position_total > 0)
         lot = inst.lot_size
         min_qty = inst.min_qty if inst.min_qty > lot else lot
         # Compared with price·qty (both scaled); at least 1 so that a price <= 0 never passes.
@@ -360,16 +363,8 @@ def compute_quotes(
         size = (order_size // lot) * lot
         bid_room = v.max_position - v.position
         ask_room = v.max_position + v.position
-        # Same arithmetic as Instrument.round_price (bids down, asks up) and round_qty.
-        b = (floor(bid_f) // tick) * tick
-        a = -((-ceil(ask_f)) // tick) * tick
-        if b >= a:  # only reachable through float rounding; move the inventory-adding side
-            if long_inventory:
-                b = a - tick
-            else:
-                a = b + tick
         level = 0
-        while True:
+        for b, a in ladder:
             qty = size if size <= bid_room else (bid_room // lot) * lot
             if qty >= min_qty and b * qty >= min_notional:
                 append(Quote(name, _BUY, level, b, qty))
@@ -381,19 +376,35 @@ def compute_quotes(
                 ask_room -= qty
                 sum_ask += qty
             level += 1
-            if level == levels:
-                break
-            off = level * spacing
-            nb = (floor(bid_f - off) // tick) * tick
-            na = -((-ceil(ask_f + off)) // tick) * tick
-            b = nb if nb < b else b - tick
-            a = na if na > a else a + tick
 
     total_bid_room = max_position_total - position_total
     total_ask_room = max_position_total + position_total
     if sum_bid <= total_bid_room and sum_ask <= total_ask_room:
         return out
     return _cap_total(out, starts, venues, total_bid_room, total_ask_room)
+
+
+def _ladder(
+    bid_f: float, ask_f: float, spacing: float, levels: int, tick: int, long_inventory: bool
+) -> list[tuple[int, int]]:
+    """``[(bid, ask), ...]`` per level on ``tick`` (the price rules of :func:`compute_quotes`)."""
+    # Same arithmetic as Instrument.round_price (bids down, asks up).
+    b = (math.floor(bid_f) // tick) * tick
+    a = -((-math.ceil(ask_f)) // tick) * tick
+    if b >= a:  # only reachable through float rounding; move the inventory-adding side
+        if long_inventory:
+            b = a - tick
+        else:
+            a = b + tick
+    out = [(b, a)]
+    for level in range(1, levels):
+        off = level * spacing
+        nb = (math.floor(bid_f - off) // tick) * tick
+        na = -((-math.ceil(ask_f + off)) // tick) * tick
+        b = nb if nb < b else b - tick
+        a = na if na > a else a + tick
+        out.append((b, a))
+    return out
 
 
 def _cap_total(

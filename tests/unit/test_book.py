@@ -267,6 +267,28 @@ def test_gap_leaves_venue_out_until_its_snapshot():
     assert cb.bid == (px("100"), px("5")) and cb.ask == (px("100.9"), px("1"))
 
 
+def test_consolidated_delta_bridges_only_the_first_delta_after_a_snapshot_and_counts_updates():
+    cb = ConsolidatedBook("BTC/USDT")
+    cb.add_venue(VenueBook("a", "BTC/USDT", bridge=True))
+    cb.apply_snapshot("a", levels(("100", "1")), levels(("101", "1")), seq=10, ts=1)
+    assert cb.apply_delta("a", 11, 12, levels(("100", "2")), [], ts=2)  # chains exactly: the bridge is over
+    assert cb.apply_delta("a", 12, 14, [], [], ts=3) is False  # an overlap now is a gap
+    book = cb.venue_book("a")
+    assert book.gaps == 1 and book.updates == 2 and book.last_update_ts == 2
+    cb.apply_snapshot("a", levels(("100", "1")), levels(("101", "1")), seq=20, ts=4)
+    assert cb.apply_delta("a", 19, 21, levels(("100", "3")), [], ts=5)  # the first one may overlap
+    assert book.seq == 21 and cb.bid == (px("100"), px("3")) and book.last_update_ts == 5
+    with pytest.raises(ValueError):
+        cb.apply_delta("a", 23, 22, [], [])
+
+
+def test_top_prices_of_a_venue_book():
+    book = make_book()
+    assert book.top_prices() == (px("100.0"), px("101.0"))
+    book.apply_delta(11, 11, levels(("100.0", "0"), ("99.5", "0"), ("99.0", "0")), levels(("100.5", "1")))
+    assert book.top_prices() == (None, px("100.5"))
+
+
 def test_disconnect_leaves_venue_out():
     cb = make_consolidated()
     cb.apply_snapshot("a", levels(("100", "1")), levels(("101", "1")), seq=1, ts=1)

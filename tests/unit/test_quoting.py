@@ -88,6 +88,18 @@ def test_formulas_are_avellaneda_stoikov_in_price_units_with_gamma_and_k_per_bp(
     assert 2 * optimal_half_spread(fair, gamma, sigma, horizon, k) == pytest.approx(total)
 
 
+def test_model_quote_is_the_reservation_price_and_half_spread_inside_the_clamps():
+    p = params(min_spread_bps=0.1, max_spread_bps=1000)
+    for position, bps in ((0, 1.0), (int(3.5 * p.order_size), 2.0), (-int(1.2 * p.order_size), 0.7)):
+        sigma = sigma_of(bps)
+        q = position / p.order_size
+        r, half = model_quote(FAIR, sigma, position, p)
+        assert r == pytest.approx(reservation_price(FAIR, q, p.risk_aversion, sigma, p.horizon_s), rel=1e-12)
+        assert half == pytest.approx(
+            optimal_half_spread(FAIR, p.risk_aversion, sigma, p.horizon_s, p.arrival_intensity), rel=1e-12
+        )
+
+
 def test_quotes_relative_to_fair_do_not_depend_on_the_price_unit():
     p = params()
     for fair in (60000.0, 0.35, P("60000"), P("0.35")):
@@ -231,7 +243,6 @@ def test_levels_stay_a_tick_apart_when_spacing_is_below_the_tick():
 def test_prices_on_tick_rounded_passively_and_never_crossed():
     rng = random.Random(11)
     for _ in range(500):
-        tick_str = rng.choice(["0.00001", "0.01", "0.1", "0.5", "1", "10"])
         fair = P(str(rng.randint(1, 100000))) + rng.randint(0, SCALE - 1)
         p = params(
             order_size=P("1"),
@@ -242,7 +253,9 @@ def test_prices_on_tick_rounded_passively_and_never_crossed():
         )
         sigma = sigma_of(rng.uniform(0, 5), fair)
         position = P(str(rng.randint(-4, 4)))
-        venues = [venue(n, tick=tick_str) for n in "abc"]
+        # venues on one tick share a price ladder, on different ticks each has its own
+        ticks = rng.choice([["0.01"] * 3, ["0.01", "0.5", "0.01"], ["0.00001", "0.1", "10"], ["1", "1", "0.5"]])
+        venues = [venue(n, tick=t) for n, t in zip("abc", ticks)]
         quotes = compute_quotes(fair, sigma, position, venues, p, max_position_total=BIG)
         r, half = model_quote(fair, sigma, position, p)
         spacing = p.level_spacing_bps * fair * 1e-4
