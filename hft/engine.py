@@ -141,6 +141,7 @@ class Engine:
         self._order_listeners: list[Callable[[Order, Fill | None], None]] = []
         self._resyncing: set[tuple[str, str]] = set()
         self._accepting_orders = False
+        self.stop_requested = asyncio.Event()  # set by request_stop(); the runner then stops the run
         self._cid_counter = itertools.count(1)
         # Client order ids are decided before an order leaves (hft.ids): ``<prefix><n>``. The prefix
         # (unique per run) is journaled with the session, so a restart recognises its orders on a venue.
@@ -431,6 +432,10 @@ class Engine:
         left = await self._cancel_everything(self.config.engine.shutdown_timeout_s)
         log.error("halted: orders left open per venue %s", left)
         return left
+
+    def request_stop(self) -> None:
+        """Ask the runner to end the run as Ctrl-C does: cancel everything, confirm, summarise."""
+        self.stop_requested.set()
 
     def request_halt(self, reason: str) -> None:
         """Trigger the kill switch from synchronous code (signal handler, timer); the work runs as a task."""

@@ -68,7 +68,7 @@ async def run_engine(
     )
     if journal is not None:
         journal.start_session(engine.cid_prefix, config_digest(cfg))
-    stop = asyncio.Event()
+    stop = engine.stop_requested
     loop = asyncio.get_running_loop()
     if install_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -329,11 +329,11 @@ async def test_submit_executed_after_the_client_gave_up_is_found_not_declared_lo
 async def test_shutdown_waits_out_a_submit_of_unknown_outcome_and_cancels_what_it_became(tmp_path):
     server = await start_server(auto=False)
     engine = await start_engine(tmp_path, server, options={
-        "timeout_ms": 300, "recv_window_ms": 3000, "lost_order_check_interval_s": 0.05, "use_streams": False,
+        "timeout_ms": 300, "recv_window_ms": 5000, "lost_order_check_interval_s": 0.05, "use_streams": False,
     })
     adapter = engine.adapters["lx"]
     try:
-        server.faults.update({"late_order_next": 1, "late_order_ms": 1500})
+        server.faults.update({"late_order_next": 1, "late_order_ms": 3000})  # long after the client gave up
         order = engine.submit_order("lx", SYM, Side.SELL, P("0.02"), server.engine(SYM).best_ask()[0] + P("5"))
         await until(lambda: adapter.stats["submit_unknown_outcome"] == 1)
         assert order.status is OrderStatus.PENDING and server_open(server) == {}  # not executed yet

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry
 
 from hft import numbers
@@ -39,7 +41,14 @@ async def test_market_maker_hedges_inventory_beyond_threshold_on_the_unquoted_ve
 
         manager.execute = watched_execute
 
-    summary = await run_engine(cfg, venues, strategies, duration=10.0, metrics=metrics, out=lambda s: None,
+        async def until_a_hedge_filled() -> None:
+            while not any(result.filled_qty > 0 for _, _, result, _ in hedges):
+                await asyncio.sleep(0.05)
+            engine.request_stop()
+
+        engine.spawn(until_a_hedge_filled(), "until-hedged")
+
+    summary = await run_engine(cfg, venues, strategies, duration=60.0, metrics=metrics, out=lambda s: None,
                                on_started=started)
     assert summary is not None
     parents = metrics.registry.get_sample_value("hft_router_parents_total")

@@ -14,6 +14,8 @@ from hft.model import OrderStatus
 from hft.runner import run_engine
 from tests.integration.test_run_end_to_end import _load
 
+HANG_GUARD_S = 60.0  # the run ends when the scenario is done; this only bounds a broken one
+
 
 async def test_a_locked_journal_holds_new_orders_until_it_commits_again():
     cfg, venues, strategies = _load()
@@ -42,6 +44,10 @@ async def test_a_locked_journal_holds_new_orders_until_it_commits_again():
                 at_first_denial = sent(engine)
                 canceled_before = len(canceled)
                 await asyncio.sleep(1.0)  # the market moves; the strategy keeps asking
+                for _ in range(500):  # and at least one stale quote is pulled meanwhile
+                    if len(canceled) > canceled_before:
+                        break
+                    await asyncio.sleep(0.02)
                 seen["canceled_while_stalled"] = len(canceled) - canceled_before
                 seen["sent_while_stalled"] = sent(engine) - at_first_denial
                 seen["denied"] = engine.risk_denials["journal_down"]
@@ -51,12 +57,14 @@ async def test_a_locked_journal_holds_new_orders_until_it_commits_again():
             at_release = sent(engine)
             while engine.journal.behind:
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(1.0)
+            while sent(engine) == at_release:  # trading resumes (the run's duration bounds the wait)
+                await asyncio.sleep(0.02)
             seen["sent_after"] = sent(engine) - at_release
+            engine.request_stop()
 
         engine.spawn(lock_the_file(), "lock")
 
-    summary = await run_engine(cfg, venues, strategies, duration=6.0, metrics=Metrics(CollectorRegistry()),
+    summary = await run_engine(cfg, venues, strategies, duration=HANG_GUARD_S, metrics=Metrics(CollectorRegistry()),
                                out=lambda s: None, on_started=started)
     assert summary is not None and not summary.journal_error
     assert seen["stalled"] is True and seen["denied"] > 0

@@ -23,6 +23,7 @@ from hft.strategy import NoParams, Strategy
 from tests.integration.test_run_end_to_end import _load
 
 REPO = Path(__file__).resolve().parents[2]
+HANG_GUARD_S = 60.0  # runs end when their scenario is done; this only bounds a broken one
 
 
 async def test_kill_switch_cancels_everywhere_within_a_second_and_stays_halted():
@@ -51,10 +52,11 @@ async def test_kill_switch_cancels_everywhere_within_a_second_and_stays_halted()
             seen["orders_after_halt"] = sum(st.orders for st in engine.stats.values()) - orders_before
             seen["denied"] = engine.submit_order("alpha", "BTC/USDT", Side.BUY, 10_000_000, engine.books["BTC/USDT"].mid())
             seen["state"] = engine.risk.state
+            engine.request_stop()
 
         engine.spawn(trigger(), "trigger")
 
-    summary = await run_engine(cfg, venues, strategies, duration=4.0, metrics=metrics, out=lambda s: None,
+    summary = await run_engine(cfg, venues, strategies, duration=HANG_GUARD_S, metrics=metrics, out=lambda s: None,
                                on_started=started)
     assert summary is not None
     assert seen["resting_before"] > 0
@@ -170,10 +172,11 @@ async def test_dead_mans_switch_pulls_quotes_from_a_silent_venue():
                 await asyncio.sleep(0.05)
             seen["alpha_after"] = resting(engine, "alpha")
             seen["others_after"] = resting(engine, "beta") + resting(engine, "gamma")
+            engine.request_stop()
 
         engine.spawn(look(), "look")
 
-    summary = await run_engine(cfg, venues, strategies, duration=8.0, metrics=metrics, out=lambda s: None,
+    summary = await run_engine(cfg, venues, strategies, duration=HANG_GUARD_S, metrics=metrics, out=lambda s: None,
                                on_started=started)
     assert summary is not None
     assert seen["alpha_before"] == 1

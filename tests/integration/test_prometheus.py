@@ -69,20 +69,23 @@ async def test_prometheus_scrapes_orders_fills_latency_and_pnl(tmp_path):
                 "pnl": "hft_pnl_net_quote",
                 "position": 'hft_position_base{venue="total"}',
             }
-            for _ in range(200):  # Prometheus starts, then scrapes every second
-                try:
-                    got = {k: await asyncio.to_thread(_query, prom_port, q) for k, q in queries.items()}
-                except OSError:
-                    got = {}
-                if got and got["fills"] and float(got["fills"][0]["value"][1]) > 0:
-                    seen.update(got)
-                    return
-                await asyncio.sleep(0.1)
+            try:
+                while True:  # Prometheus starts, then scrapes every second (the run's duration bounds this)
+                    try:
+                        got = {k: await asyncio.to_thread(_query, prom_port, q) for k, q in queries.items()}
+                    except OSError:
+                        got = {}
+                    if got and got["fills"] and float(got["fills"][0]["value"][1]) > 0:
+                        seen.update(got)
+                        return
+                    await asyncio.sleep(0.1)
+            finally:
+                engine.request_stop()
 
         engine.spawn(ask(), "ask-prometheus")
 
     try:
-        summary = await run_engine(cfg, venues, strategies, duration=12.0, metrics=metrics, out=lambda s: None,
+        summary = await run_engine(cfg, venues, strategies, duration=90.0, metrics=metrics, out=lambda s: None,
                                    on_started=started)
     finally:
         for p in procs:
