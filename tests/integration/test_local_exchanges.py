@@ -56,11 +56,15 @@ async def test_market_making_on_three_local_exchanges_through_ccxt(tmp_path):
                 while True:
                     for n, s in servers.items():
                         quoted[n] = max(quoted[n], len(_open(s)))
+                    filled = [n for n, st in engine.stats.items() if st.fills]
+                    fills = sum(st.fills for st in engine.stats.values())
+                    if all(q >= 2 for q in quoted.values()) and len(filled) >= 2 and fills >= 6:
+                        engine.request_stop()  # seen what this test is about: stop, and check the end state
                     await asyncio.sleep(0.2)
 
             engine.spawn(watch_quotes(), "watch-quotes")
 
-        summary = await run_engine(cfg, venues, strategies, duration=8.0, metrics=Metrics(CollectorRegistry()),
+        summary = await run_engine(cfg, venues, strategies, duration=60.0, metrics=Metrics(CollectorRegistry()),
                                    out=lambda s: None, on_started=started)
         assert summary is not None
         engine = engines[0]
