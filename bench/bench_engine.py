@@ -29,7 +29,7 @@ from hft.runner import run_engine  # noqa: E402
 
 
 class _Recorder:
-    """Stands in for the histogram's ``observe``: keeps every sample (seconds), and separately the
+    """Stands in for the histogram's ``observe_ns``: keeps every sample (seconds), and separately the
     first order of each market event (the later orders of the same event find the path warm)."""
 
     def __init__(self) -> None:
@@ -41,7 +41,8 @@ class _Recorder:
     def follow(self, engine) -> None:
         self._engine = engine
 
-    def observe(self, value: float) -> None:
+    def observe_ns(self, ns: int) -> None:
+        value = ns * 1e-9
         self.samples.append(value)
         if self._engine is not None and self._engine._tick_recv_ns != self._tick:
             self._tick = self._engine._tick_recv_ns

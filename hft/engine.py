@@ -398,7 +398,7 @@ class Engine:
         self.exposure.add(venue, side, qty, order.risk_price)
         self.stats[venue].orders += 1
         if self._tick_recv_ns:
-            self.metrics.tick_to_order.observe((self.clock.mono_ns() - self._tick_recv_ns) * 1e-9)
+            self.metrics.tick_to_order.observe_ns(self.clock.mono_ns() - self._tick_recv_ns)
         self.adapters[venue].submit(order)
         return order
 
