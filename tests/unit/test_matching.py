@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from hft import numbers
 from hft.model import Instrument, OrderType, Side, TimeInForce
-from venues.sim.matching import MatchingEngine
+from venues.sim.matching import ExecReport, MatchingEngine, SimOrder
 
 P = numbers.parse
 BUY, SELL = Side.BUY, Side.SELL
@@ -530,6 +531,17 @@ def test_order_history_is_bounded():
     assert e.order("a", order_id=oid).client_order_id == "o2"
 
 
+def test_order_lookup_by_client_id_finds_the_latest_done_order():
+    e = engine()
+    for i, price in enumerate(("100", "99", "98")):
+        sub(e, "a", "same", BUY, "0.1", price, ts=i)
+        e.cancel("a", client_order_id="same", ts_ns=10 + i)
+    sub(e, "b", "same", BUY, "0.1", "97", ts=20)  # another account's, newer
+    o = e.order("a", client_order_id="same")
+    assert (o.price, o.status, o.created_ns, o.updated_ns) == (P("98"), "CANCELED", 2, 12)
+    assert e.order("b", client_order_id="same").status == "NEW"
+
+
 def test_queries_return_copies():
     e = engine()
     sub(e, "a", "x", BUY, "0.1", "100")
@@ -626,6 +638,65 @@ def test_book_change_feed_rebuilds_depth():
                 if bids and asks:
                     assert bids[0][0] < asks[0][0], "book crossed"
         assert last_update > 100
+
+
+def test_every_report_and_order_has_all_its_fields():
+    """The engine builds reports and orders field by field, not through their constructors: none is left unset."""
+    names = [f.name for f in dataclasses.fields(ExecReport)]
+    for stp in ("expire_taker", "expire_maker", "none"):
+        e = engine(stp)
+        e.create_account("u", {}, unlimited=True, report_stream=True)
+        reports: list = []
+        for _ in _random_stream(e, random.Random(5), 600, accounts=("a", "b", "u"), sink=reports):
+            pass
+        reports += e.trades_of("a") + e.drain_reports("u")
+        assert {r.exec_type for r in reports} >= {"NEW", "TRADE", "CANCELED", "EXPIRED", "REJECTED", "CANCEL_REJECTED"}
+        for r in reports:
+            assert type(r) is ExecReport
+            assert ExecReport(*(getattr(r, n) for n in names)) == r
+        for acct in ("a", "b", "u"):
+            for o in e.open_orders(acct):
+                assert all(hasattr(o, n) for n in SimOrder.__slots__)
+        for r in reports[-50:]:
+            if r.order_id:
+                o = e.order(r.account_id, order_id=r.order_id)
+                assert o is not None and repr(o)
+
+
+def test_orders_agree_with_their_reports_on_random_stream():
+    """Each order's record (cum_qty, cum_quote, fees, status, times, lock) is what its reports add up to."""
+    for stp in ("expire_taker", "expire_maker", "none"):
+        e = engine(stp, maker_ppm=-30, taker_ppm=700)
+        e.create_account("u", {}, unlimited=True)
+        reports: list = []
+        for _ in _random_stream(e, random.Random(11), 2500, accounts=("a", "b", "c", "u"), sink=reports):
+            pass
+        mine: dict = {}
+        for r in reports:
+            if r.order_id:
+                mine.setdefault((r.account_id, r.order_id), []).append(r)
+        assert len(mine) > 1000
+        for (acct, oid), reps in mine.items():
+            o = e.order(acct, order_id=oid)
+            first, last = reps[0], reps[-1]
+            fills = [r for r in reps if r.exec_type == "TRADE"]
+            assert first.exec_type == "NEW" and o.created_ns == first.ts_ns
+            assert (o.client_order_id, o.side, o.price, o.qty) == (
+                first.client_order_id, first.side, first.price, first.qty
+            )
+            assert o.status == last.status and o.updated_ns == last.ts_ns
+            assert o.cum_qty == sum(r.last_qty for r in fills) == last.cum_qty
+            assert o.cum_quote == sum(numbers.mul(r.last_price, r.last_qty) for r in fills) == last.cum_quote
+            assert o.fees == sum(r.fee for r in fills)
+            for r in fills:
+                rate = -30 if r.is_maker else 700
+                assert r.fee == numbers.fee(numbers.mul(r.last_price, r.last_qty), rate)
+            if o.is_open:
+                assert o.remaining == o.qty - o.cum_qty > 0
+            else:
+                assert o.remaining == 0 and o.locked == 0
+                assert last.exec_type in ("TRADE", "CANCELED", "EXPIRED")
+                assert (last.exec_type == "TRADE") == (o.status == "FILLED") == (o.cum_qty == o.qty)
 
 
 def test_invariants_conservation_and_locks_on_random_stream():

@@ -70,6 +70,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
+from itertools import repeat
 from typing import Iterator, NamedTuple
 
 from hft import numbers
@@ -107,6 +108,7 @@ STP_MODES = ("expire_taker", "expire_maker", "none")
 
 _SCALE = numbers.SCALE
 _PPM = numbers.PPM
+_PPM_UP = numbers.PPM - 1  # (a + _PPM_UP) // _PPM == -((-a) // _PPM) == numbers.fee's rounding, one operation less
 _BUY = Side.BUY
 _SELL = Side.SELL
 _MARKET = OrderType.MARKET
@@ -161,6 +163,41 @@ class PublicTrade(NamedTuple):
 
 
 _new_tuple = tuple.__new__
+_new = object.__new__
+
+
+def _rep(
+    account_id, order_id, client_order_id, side, order_type, tif, price, qty, exec_type, status,
+    last_qty, last_price, cum_qty, cum_quote, fee, fee_asset, trade_id, is_maker, reason, ts_ns,
+) -> ExecReport:
+    """``ExecReport(...)`` without the class call: the same object, built in about half the time.
+
+    (Calling a class runs its ``__init__`` in a fresh interpreter frame; a plain
+    function call does not.) ``submit`` inlines these stores for its NEW and
+    TRADE reports; the tests compare every field with the dataclass's.
+    """
+    r = _new(ExecReport)
+    r.account_id = account_id
+    r.order_id = order_id
+    r.client_order_id = client_order_id
+    r.side = side
+    r.order_type = order_type
+    r.tif = tif
+    r.price = price
+    r.qty = qty
+    r.exec_type = exec_type
+    r.status = status
+    r.last_qty = last_qty
+    r.last_price = last_price
+    r.cum_qty = cum_qty
+    r.cum_quote = cum_quote
+    r.fee = fee
+    r.fee_asset = fee_asset
+    r.trade_id = trade_id
+    r.is_maker = is_maker
+    r.reason = reason
+    r.ts_ns = ts_ns
+    return r
 
 
 class SimOrder:
@@ -293,23 +330,24 @@ class MatchingEngine:
         self.stp = stp
         self._stp_taker = stp == "expire_taker"
         self._stp_maker = stp == "expire_maker"
-        self._history = history
         self._fills_history = fills_history
         self._tick = instrument.tick_size
         self._lot = instrument.lot_size
-        self._min_qty = instrument.min_qty
         self._min_notional = instrument.min_notional
         self._maker_ppm = instrument.maker_fee_ppm
         self._taker_ppm = instrument.taker_fee_ppm
         self._lock_ppm = max(instrument.maker_fee_ppm, instrument.taker_fee_ppm, 0)
+        # n + fee(n, rate) == (n * (PPM + rate) + PPM - 1) // PPM for an int n: one multiplication
+        self._lock_mul = _PPM + self._lock_ppm
+        self._taker_mul = _PPM + self._taker_ppm
+        self._min_qty_pos = max(instrument.min_qty, 1)  # qty >= this  <=>  qty > 0 and qty >= min_qty
         self._fee_asset = instrument.quote
         self._accounts: dict[str, _Account] = {}
         if history < 1:
             raise ValueError("history must be at least 1")
         self._open: dict[int, SimOrder] = {}  # order id → open order
-        # the last `history` done orders, a ring written in order of completion
-        self._ring: list[SimOrder | None] = [None] * history
-        self._ring_i = 0
+        # the last `history` done orders, in order of completion
+        self._done: deque[SimOrder] = deque(maxlen=history)
         self._bids: dict[int, _Level] = {}  # key -price
         self._asks: dict[int, _Level] = {}  # key price
         self._bid_heap: list[int] = []
@@ -371,32 +409,37 @@ class MatchingEngine:
 
         Raises ``KeyError`` for an unknown account (a caller bug, not a venue answer).
         """
+        # This is the per-order path, written flat for speed: matching is inline,
+        # the order and its NEW and TRADE reports are built without a class call
+        # (see _rep), the taker's running totals live in locals until the end.
         acct = self._accounts[account_id]
         is_market = order_type is _MARKET
         # --- shape and filters (fast path inline, Instrument.check_order for the message)
         why = None
+        notional = 0
         if is_market:
             if price is not None:
                 why = "market order takes no price"
             elif post_only:
                 why = "post_only needs a GTC limit order"
+            elif not (qty >= self._min_qty_pos and not qty % self._lot):
+                why = self.instrument.check_order(price, qty) or "invalid order"
         elif price is None:
             why = "limit order needs a price"
         elif post_only and tif is not _GTC:
             why = "post_only needs a GTC limit order"
-        if why is None and not (
-            qty > 0
-            and not qty % self._lot
-            and qty >= self._min_qty
-            and (
-                price is None
-                or (price > 0 and not price % self._tick and price * qty // _SCALE >= self._min_notional)
-            )
-        ):
-            why = self.instrument.check_order(price, qty) or "invalid order"
-        if why is None and client_order_id in acct.open:
-            why = R_DUPLICATE
-        if why is not None:
+        else:
+            notional = price * qty // _SCALE
+            if not (
+                qty >= self._min_qty_pos
+                and not qty % self._lot
+                and price > 0
+                and not price % self._tick
+                and notional >= self._min_notional
+            ):
+                why = self.instrument.check_order(price, qty) or "invalid order"
+        if why is not None or client_order_id in acct.open:
+            why = why or R_DUPLICATE
             return [self._reject(account_id, client_order_id, side, order_type, tif, price, qty, why, ts_ns)]
 
         buy = side is _BUY
@@ -409,15 +452,20 @@ class MatchingEngine:
             opp_heap = self._bid_heap
             limit_key = _NO_LIMIT if is_market else -price
         # best opposite key, dropping stale heap entries
-        while opp_heap and opp_heap[0] not in opp_levels:
+        crosses = False
+        while opp_heap:
+            best = opp_heap[0]
+            if best in opp_levels:
+                crosses = best <= limit_key
+                break
             heappop(opp_heap)
-        crosses = bool(opp_heap) and opp_heap[0] <= limit_key
         if post_only and crosses:
             return [self._reject(account_id, client_order_id, side, order_type, tif, price, qty, R_WOULD_TAKE, ts_ns)]
 
         # --- funds
         lock = 0
-        if not acct.unlimited:
+        unlimited = acct.unlimited
+        if not unlimited:
             if buy:
                 if is_market:
                     if crosses and self._walk(acct, True, qty, limit_key, True)[1] > acct.quote.free:
@@ -425,8 +473,7 @@ class MatchingEngine:
                             self._reject(account_id, client_order_id, side, order_type, tif, price, qty, R_FUNDS, ts_ns)
                         ]
                 else:
-                    n = price * qty // _SCALE
-                    lock = n - ((-n * self._lock_ppm) // _PPM)
+                    lock = (notional * self._lock_mul + _PPM_UP) // _PPM  # notional + fee at the lock rate
                     qb = acct.quote
                     if lock > qb.free:
                         return [
@@ -444,33 +491,254 @@ class MatchingEngine:
                 bb.locked += qty
                 lock = qty
 
+        # --- accepted: the order and its NEW report (SimOrder(...) and ExecReport(...) inlined)
         oid = self._next_order_id
         self._next_order_id = oid + 1
-        o = SimOrder(oid, acct, client_order_id, side, order_type, tif, price, qty, post_only, ts_ns)
+        o = _new(SimOrder)
+        o.order_id = oid
+        o._acct = acct
+        o.account_id = account_id
+        o.client_order_id = client_order_id
+        o.side = side
+        o.order_type = order_type
+        o.tif = tif
+        o.price = price
+        o.qty = qty
+        o.post_only = post_only
+        o.status = NEW
+        o.remaining = qty
+        o.cum_qty = 0
+        o.cum_quote = 0
+        o.fees = 0
         o.locked = lock
-        reports = [
-            ExecReport(
-                account_id, oid, client_order_id, side, order_type, tif, price, qty, NEW, NEW,
-                0, 0, 0, 0, 0, self._fee_asset, 0, False, "", ts_ns,
-            )
-        ]
+        o.created_ns = ts_ns
+        o.updated_ns = ts_ns
+        fee_asset = self._fee_asset
+        r = _new(ExecReport)
+        r.account_id = account_id
+        r.order_id = oid
+        r.client_order_id = client_order_id
+        r.side = side
+        r.order_type = order_type
+        r.tif = tif
+        r.price = price
+        r.qty = qty
+        r.exec_type = NEW
+        r.status = NEW
+        r.last_qty = 0
+        r.last_price = 0
+        r.cum_qty = 0
+        r.cum_quote = 0
+        r.fee = 0
+        r.fee_asset = fee_asset
+        r.trade_id = 0
+        r.is_maker = False
+        r.reason = ""
+        r.ts_ns = ts_ns
+        reports = [r]
         if tif is _FOK and (not crosses or self._walk(acct, buy, qty, limit_key, False)[0] < qty):
             # all or nothing, decided before touching the book; the lock goes back
             reports.append(self._done_order(o, EXPIRED, R_FOK, ts_ns))
             if self._streams:
                 self._publish(reports)
             return reports
+
+        rem = qty
         stopped = False
         if crosses:
-            stopped = self._match(o, acct, buy, limit_key, opp_levels, opp_heap, reports, ts_ns)
-            if not o.remaining:
-                i = self._ring_i
-                self._ring[i] = o
-                i += 1
-                self._ring_i = 0 if i == self._history else i
+            # --- matching: walk the opposite levels best first, each in time priority
+            chg = self._ask_chg if buy else self._bid_chg
+            trades = self._trades
+            done = self._done
+            open_by_id = self._open
+            taker_ppm = self._taker_ppm
+            maker_ppm = self._maker_ppm
+            lock_mul = self._lock_mul
+            check_own = self._stp_taker or self._stp_maker
+            tfills = acct.fills
+            t_base = acct.base
+            t_quote = acct.quote
+            next_tid = self._next_trade_id
+            cum_qty = 0  # the taker's running totals, written back to o after the loop
+            cum_quote = 0
+            fees = 0
+            while rem and opp_heap:
+                key = opp_heap[0]
+                if key > limit_key:
+                    break
+                lvl = opp_levels.get(key)
+                if lvl is None:
+                    heappop(opp_heap)
+                    continue
+                q = lvl.orders
+                lprice = lvl.price
+                total = lvl.total
+                before = total
+                while q:
+                    m = q[0]
+                    mrem = m.remaining
+                    if not mrem:
+                        q.popleft()  # a canceled order's dead entry
+                        continue
+                    macct = m._acct
+                    if macct is acct and check_own:
+                        if self._stp_taker:
+                            stopped = True
+                            break
+                        q.popleft()
+                        total -= mrem
+                        lvl.live -= 1
+                        reports.append(self._done_order(m, EXPIRED, R_STP, ts_ns, resting=True))
+                        continue
+                    fill = rem if rem < mrem else mrem
+                    tid = next_tid
+                    next_tid += 1
+                    notional = lprice * fill // _SCALE
+                    tfee = (notional * taker_ppm + _PPM_UP) // _PPM  # numbers.fee(notional, taker_ppm)
+                    mfee = (notional * maker_ppm + _PPM_UP) // _PPM
+                    rem -= fill
+                    mrem -= fill
+                    total -= fill
+                    cum_qty += fill
+                    cum_quote += notional
+                    fees += tfee
+                    # taker funds
+                    if unlimited:
+                        if buy:
+                            t_base.free += fill
+                            t_quote.free -= notional + tfee
+                        else:
+                            t_base.free -= fill
+                            t_quote.free += notional - tfee
+                    elif buy:
+                        t_base.free += fill
+                        if is_market:
+                            t_quote.free -= notional + tfee
+                        else:
+                            # the lock of the remainder at the own limit; the difference pays the fill
+                            n = price * rem // _SCALE
+                            nl = (n * lock_mul + _PPM_UP) // _PPM
+                            rel = lock - nl
+                            lock = nl
+                            t_quote.locked -= rel
+                            t_quote.free += rel - notional - tfee
+                    else:
+                        lock -= fill
+                        t_base.locked -= fill
+                        t_quote.free += notional - tfee
+                    # maker funds
+                    if macct.unlimited:
+                        if buy:
+                            macct.base.free -= fill
+                            macct.quote.free += notional - mfee
+                        else:
+                            macct.base.free += fill
+                            macct.quote.free -= notional + mfee
+                    elif buy:  # maker sold
+                        m.locked -= fill
+                        macct.base.locked -= fill
+                        macct.quote.free += notional - mfee
+                    else:  # maker bought
+                        macct.base.free += fill
+                        n = lprice * mrem // _SCALE
+                        nl = (n * lock_mul + _PPM_UP) // _PPM
+                        rel = m.locked - nl
+                        m.locked = nl
+                        mq = macct.quote
+                        mq.locked -= rel
+                        mq.free += rel - notional - mfee
+                    mcum_qty = m.cum_qty + fill
+                    mcum_quote = m.cum_quote + notional
+                    m.cum_qty = mcum_qty
+                    m.cum_quote = mcum_quote
+                    m.fees += mfee
+                    m.remaining = mrem
+                    m.updated_ns = ts_ns
+                    # the taker's and the maker's TRADE reports (ExecReport(...) inlined)
+                    tr = _new(ExecReport)
+                    tr.account_id = account_id
+                    tr.order_id = oid
+                    tr.client_order_id = client_order_id
+                    tr.side = side
+                    tr.order_type = order_type
+                    tr.tif = tif
+                    tr.price = price
+                    tr.qty = qty
+                    tr.exec_type = TRADE
+                    tr.status = PARTIALLY_FILLED if rem else FILLED
+                    tr.last_qty = fill
+                    tr.last_price = lprice
+                    tr.cum_qty = cum_qty
+                    tr.cum_quote = cum_quote
+                    tr.fee = tfee
+                    tr.fee_asset = fee_asset
+                    tr.trade_id = tid
+                    tr.is_maker = False
+                    tr.reason = ""
+                    tr.ts_ns = ts_ns
+                    mr = _new(ExecReport)
+                    mr.account_id = m.account_id
+                    mr.order_id = m.order_id
+                    mr.client_order_id = mcid = m.client_order_id
+                    mr.side = m.side
+                    mr.order_type = m.order_type
+                    mr.tif = m.tif
+                    mr.price = lprice
+                    mr.qty = m.qty
+                    mr.exec_type = TRADE
+                    mr.status = mstatus = PARTIALLY_FILLED if mrem else FILLED
+                    mr.last_qty = fill
+                    mr.last_price = lprice
+                    mr.cum_qty = mcum_qty
+                    mr.cum_quote = mcum_quote
+                    mr.fee = mfee
+                    mr.fee_asset = fee_asset
+                    mr.trade_id = tid
+                    mr.is_maker = True
+                    mr.reason = ""
+                    mr.ts_ns = ts_ns
+                    reports.append(tr)
+                    reports.append(mr)
+                    tfills.append(tr)
+                    macct.fills.append(mr)
+                    trades.append((lprice, fill, side, tid, ts_ns))
+                    m.status = mstatus
+                    if not mrem:
+                        q.popleft()
+                        lvl.live -= 1
+                        m.locked = 0  # any rounding remainder of a buy's lock was released above
+                        del macct.open[mcid]
+                        del open_by_id[m.order_id]
+                        done.append(m)
+                    if not rem:
+                        break
+                if total != before:
+                    lvl.total = total
+                    chg[lprice] = total
+                if not lvl.live:
+                    del opp_levels[key]
+                    heappop(opp_heap)
+                if stopped:
+                    break
+            self._next_trade_id = next_tid
+            o.remaining = rem  # (updated_ns is already ts_ns)
+            if cum_qty:
+                o.cum_qty = cum_qty
+                o.cum_quote = cum_quote
+                o.fees = fees
+                o.status = PARTIALLY_FILLED if rem else FILLED
+            if not rem:
+                if lock and not unlimited:
+                    # a filled buy's leftover lock (price improvement) goes back
+                    t_quote.locked -= lock
+                    t_quote.free += lock
+                o.locked = 0
+                done.append(o)
                 if self._streams:
                     self._publish(reports)
                 return reports
+            o.locked = lock
+
         if stopped:
             reports.append(self._done_order(o, EXPIRED, R_STP, ts_ns))
         elif is_market or tif is not _GTC:
@@ -494,188 +762,22 @@ class MatchingEngine:
                     heap[:] = levels
                     heapify(heap)
             lvl.orders.append(o)
-            lvl.total += o.remaining
+            chg[price] = lvl.total = lvl.total + rem
             lvl.live += 1
-            chg[price] = lvl.total
             acct.open[client_order_id] = o
             self._open[oid] = o
         if self._streams:
             self._publish(reports)
         return reports
 
-    def _match(self, o, acct, buy, limit_key, levels, heap, reports, ts) -> bool:
-        """Match ``o`` against the opposite book; True if self-trade prevention stopped it."""
-        chg = self._ask_chg if buy else self._bid_chg
-        trades = self._trades
-        ring = self._ring
-        history = self._history
-        taker_ppm = self._taker_ppm
-        maker_ppm = self._maker_ppm
-        fee_asset = self._fee_asset
-        lock_ppm = self._lock_ppm
-        stp_taker = self._stp_taker
-        stp_maker = self._stp_maker
-        side = o.side
-        rem = o.remaining
-        oid = o.order_id
-        cid = o.client_order_id
-        aid = acct.id
-        otype = o.order_type
-        tif = o.tif
-        oprice = o.price
-        qty = o.qty
-        tfills = acct.fills
-        t_unlim = acct.unlimited
-        t_base = acct.base
-        t_quote = acct.quote
-        stopped = False
-        next_tid = self._next_trade_id
-        while rem and heap:
-            key = heap[0]
-            if key > limit_key:
-                break
-            lvl = levels.get(key)
-            if lvl is None:
-                heappop(heap)
-                continue
-            q = lvl.orders
-            price = lvl.price
-            before = lvl.total
-            while q:
-                m = q[0]
-                mrem = m.remaining
-                if not mrem:
-                    q.popleft()
-                    continue
-                macct = m._acct
-                if macct is acct and (stp_taker or stp_maker):
-                    if stp_taker:
-                        stopped = True
-                        break
-                    q.popleft()
-                    lvl.total -= mrem
-                    lvl.live -= 1
-                    reports.append(self._done_order(m, EXPIRED, R_STP, ts, resting=True))
-                    continue
-                fill = rem if rem < mrem else mrem
-                tid = next_tid
-                next_tid += 1
-                notional = price * fill // _SCALE
-                tfee = -((-notional * taker_ppm) // _PPM)
-                mfee = -((-notional * maker_ppm) // _PPM)
-                rem -= fill
-                mrem -= fill
-                lvl.total -= fill
-                # taker funds
-                if t_unlim:
-                    if buy:
-                        t_base.free += fill
-                        t_quote.free -= notional + tfee
-                    else:
-                        t_base.free -= fill
-                        t_quote.free += notional - tfee
-                elif buy:
-                    t_base.free += fill
-                    if oprice is None:
-                        t_quote.free -= notional + tfee
-                    else:
-                        n = oprice * rem // _SCALE
-                        nl = n - ((-n * lock_ppm) // _PPM)
-                        rel = o.locked - nl
-                        o.locked = nl
-                        t_quote.locked -= rel
-                        t_quote.free += rel - notional - tfee
-                else:
-                    o.locked -= fill
-                    t_base.locked -= fill
-                    t_quote.free += notional - tfee
-                # maker funds
-                mb = macct.base
-                mq = macct.quote
-                if macct.unlimited:
-                    if buy:
-                        mb.free -= fill
-                        mq.free += notional - mfee
-                    else:
-                        mb.free += fill
-                        mq.free -= notional + mfee
-                elif buy:  # maker sold
-                    m.locked -= fill
-                    mb.locked -= fill
-                    mq.free += notional - mfee
-                else:  # maker bought
-                    mb.free += fill
-                    n = price * mrem // _SCALE
-                    nl = n - ((-n * lock_ppm) // _PPM)
-                    rel = m.locked - nl
-                    m.locked = nl
-                    mq.locked -= rel
-                    mq.free += rel - notional - mfee
-                o.cum_qty += fill
-                o.cum_quote += notional
-                o.fees += tfee
-                m.cum_qty += fill
-                m.cum_quote += notional
-                m.fees += mfee
-                m.remaining = mrem
-                m.updated_ns = ts
-                tr = ExecReport(
-                    aid, oid, cid, side, otype, tif, oprice, qty, TRADE,
-                    PARTIALLY_FILLED if rem else FILLED,
-                    fill, price, o.cum_qty, o.cum_quote, tfee, fee_asset, tid, False, "", ts,
-                )
-                mr = ExecReport(
-                    macct.id, m.order_id, m.client_order_id, m.side, m.order_type, m.tif, price, m.qty, TRADE,
-                    PARTIALLY_FILLED if mrem else FILLED,
-                    fill, price, m.cum_qty, m.cum_quote, mfee, fee_asset, tid, True, "", ts,
-                )
-                reports.append(tr)
-                reports.append(mr)
-                tfills.append(tr)
-                macct.fills.append(mr)
-                trades.append((price, fill, side, tid, ts))
-                if mrem:
-                    m.status = PARTIALLY_FILLED
-                else:
-                    q.popleft()
-                    lvl.live -= 1
-                    m.status = FILLED
-                    m.locked = 0  # any rounding remainder of a buy's lock was released above
-                    del macct.open[m.client_order_id]
-                    del self._open[m.order_id]
-                    i = self._ring_i
-                    ring[i] = m
-                    i += 1
-                    self._ring_i = 0 if i == history else i
-                if not rem:
-                    break
-            if lvl.total != before:
-                chg[price] = lvl.total
-            if not lvl.live:
-                del levels[key]
-                heappop(heap)
-            if stopped:
-                break
-        self._next_trade_id = next_tid
-        o.remaining = rem
-        o.updated_ns = ts
-        if o.cum_qty:
-            o.status = PARTIALLY_FILLED if rem else FILLED
-        if not rem and not t_unlim and o.locked:
-            # a filled buy's leftover lock (price improvement) goes back
-            t_quote.locked -= o.locked
-            t_quote.free += o.locked
-            o.locked = 0
-        return stopped
-
     def _walk(self, acct, buy, qty, limit_key, want_cost) -> tuple[int, int]:
         """What an aggressor of ``qty`` would fill now and what it would cost with taker fees.
 
-        Mirrors :meth:`_match` exactly (per-fill rounding, self-trade prevention).
+        Mirrors the matching loop of :meth:`submit` exactly (per-fill rounding, self-trade prevention).
         """
         levels = self._asks if buy else self._bids
         heap = self._ask_heap if buy else self._bid_heap
-        taker_ppm = self._taker_ppm
+        taker_mul = self._taker_mul
         check_own = self._stp_taker or self._stp_maker
         filled = 0
         cost = 0
@@ -709,7 +811,7 @@ class MatchingEngine:
                 filled += take
                 if want_cost:
                     n = price * take // _SCALE
-                    cost += n - ((-n * taker_ppm) // _PPM)
+                    cost += (n * taker_mul + _PPM_UP) // _PPM  # n + taker fee
                 if filled == qty:
                     return filled, cost
         return filled, cost
@@ -735,7 +837,7 @@ class MatchingEngine:
             o = None
         if o is None:
             return [
-                ExecReport(
+                _rep(
                     account_id, order_id or 0, client_order_id or "", None, None, None, None, 0,
                     CANCEL_REJECTED, REJECTED, 0, 0, 0, 0, 0, self._fee_asset, 0, False, R_UNKNOWN, ts_ns,
                 )
@@ -808,22 +910,23 @@ class MatchingEngine:
         o.updated_ns = ts
         del acct.open[o.client_order_id]
         del self._open[o.order_id]
-        i = self._ring_i
-        self._ring[i] = o
-        i += 1
-        self._ring_i = 0 if i == self._history else i
-        return ExecReport(
+        self._done.append(o)
+        return _rep(
             acct.id, o.order_id, o.client_order_id, o.side, o.order_type, o.tif, price, o.qty,
             CANCELED, CANCELED, 0, 0, o.cum_qty, o.cum_quote, 0, self._fee_asset, 0, False, "", ts,
         )
 
     def _done_order(self, o: SimOrder, status: str, reason: str, ts: int, resting: bool = False) -> ExecReport:
-        """End ``o`` (CANCELED/EXPIRED): release its lock, forget it as open, remember it as done."""
+        """End ``o`` (CANCELED/EXPIRED): release its lock, forget it as open, remember it as done.
+
+        The caller takes a resting order out of its level.
+        """
         acct = o._acct
-        if o.locked:
+        lk = o.locked
+        if lk:
             b = acct.quote if o.side is _BUY else acct.base
-            b.locked -= o.locked
-            b.free += o.locked
+            b.locked -= lk
+            b.free += lk
             o.locked = 0
         o.remaining = 0
         o.status = status
@@ -831,19 +934,14 @@ class MatchingEngine:
         if resting:
             del acct.open[o.client_order_id]
             del self._open[o.order_id]
-        self._retire(o)
-        r = self._report(o, status, status, ts)
-        r.reason = reason
-        return r
-
-    def _retire(self, o: SimOrder) -> None:
-        i = self._ring_i
-        self._ring[i] = o
-        i += 1
-        self._ring_i = 0 if i == self._history else i
+        self._done.append(o)
+        return _rep(
+            o.account_id, o.order_id, o.client_order_id, o.side, o.order_type, o.tif, o.price, o.qty,
+            status, status, 0, 0, o.cum_qty, o.cum_quote, 0, self._fee_asset, 0, False, reason, ts,
+        )
 
     def _find(self, acct: _Account, client_order_id: str | None, order_id: int | None) -> SimOrder | None:
-        """The account's order, open or in the done ring (scanned newest first: O(history))."""
+        """The account's order, open or among the done orders (scanned newest first: O(history))."""
         if order_id is not None:
             o = self._open.get(order_id)
             if o is None:
@@ -864,22 +962,10 @@ class MatchingEngine:
         return o
 
     def _done_newest_first(self) -> Iterator[SimOrder]:
-        ring, i = self._ring, self._ring_i
-        for o in reversed(ring[:i]):
-            yield o
-        for o in reversed(ring[i:]):
-            if o is None:
-                return
-            yield o
-
-    def _report(self, o: SimOrder, exec_type: str, status: str, ts: int) -> ExecReport:
-        return ExecReport(
-            o.account_id, o.order_id, o.client_order_id, o.side, o.order_type, o.tif, o.price, o.qty,
-            exec_type, status, 0, 0, o.cum_qty, o.cum_quote, 0, self._fee_asset, 0, False, "", ts,
-        )
+        return reversed(self._done)
 
     def _reject(self, account_id, cid, side, order_type, tif, price, qty, reason, ts) -> ExecReport:
-        return ExecReport(
+        return _rep(
             account_id, 0, cid, side, order_type, tif, price, qty, REJECTED, REJECTED,
             0, 0, 0, 0, 0, self._fee_asset, 0, False, reason, ts,
         )
@@ -970,11 +1056,13 @@ class MatchingEngine:
         list is not empty.
         """
         out: list[tuple[Side, int, int]] = []
-        if self._bid_chg:
-            out.extend([(_BUY, p, s) for p, s in self._bid_chg.items()])
+        chg = self._bid_chg
+        if chg:
+            out.extend(zip(repeat(_BUY), chg, chg.values()))
             self._bid_chg = {}
-        if self._ask_chg:
-            out.extend([(_SELL, p, s) for p, s in self._ask_chg.items()])
+        chg = self._ask_chg
+        if chg:
+            out.extend(zip(repeat(_SELL), chg, chg.values()))
             self._ask_chg = {}
         if out:
             self.update_id += 1
@@ -986,4 +1074,4 @@ class MatchingEngine:
         if not t:
             return []
         self._trades = []
-        return [_new_tuple(PublicTrade, x) for x in t]  # plain tuples while hot, named here
+        return list(map(_new_tuple, repeat(PublicTrade), t))  # plain tuples while hot, named here
