@@ -13,7 +13,8 @@ import os
 import re
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-_CLIENT_ORDER_ID = re.compile(r"h[0-9a-z]{8}-[0-9]+")
+# ``h`` + 8 characters since this format; up to 6 before it (their orders must stay ours after an upgrade)
+_CLIENT_ORDER_ID = re.compile(r"h[0-9a-z]{1,8}-[0-9]+")
 
 
 def _base36(n: int, width: int) -> str:

@@ -131,22 +131,22 @@ class JournalError(HftError):
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Bring a journal of an older schema to :data:`SCHEMA_VERSION`, in one transaction."""
+    """Bring a journal of an older schema to :data:`SCHEMA_VERSION` in one transaction: SQLite's
+    DDL is transactional, so a failure (disk full, a kill) leaves the file as it was."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         if version < 2:  # fills keyed by (venue, trade_id) -> (venue, symbol, trade_id): rebuild the table
             conn.execute("ALTER TABLE fills RENAME TO fills_v1")
             conn.execute("DROP INDEX IF EXISTS fills_recorded")
             conn.execute("DROP INDEX IF EXISTS fills_order")
-            conn.executescript(_FILLS_TABLE)  # executescript commits first; BEGIN again for the copy
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(f"INSERT INTO fills ({_FILL_COLS}) SELECT {_FILL_COLS} FROM fills_v1")
+            for statement in _FILLS_DDL:
+                conn.execute(statement)
+            conn.execute(f"INSERT INTO fills ({_FILL_COLS}) SELECT {_FILL_COLS} FROM fills_v1 ORDER BY rowid")
             conn.execute("DROP TABLE fills_v1")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")
         raise
 
 
@@ -186,7 +186,8 @@ def _amount(name: str, *, null: bool = False) -> str:
     return f"{name} ANY {'' if null else 'NOT NULL '}CHECK (typeof({name}) IN ({kinds}))"
 
 
-_FILLS_TABLE = f"""
+_FILLS_DDL = (  # statements of their own: the v1 migration runs them inside its transaction
+    f"""
 CREATE TABLE IF NOT EXISTS fills (
     venue           TEXT NOT NULL,
     trade_id        TEXT NOT NULL,
@@ -204,10 +205,11 @@ CREATE TABLE IF NOT EXISTS fills (
     recorded_ns     INTEGER NOT NULL,            -- journal wall clock, ns since epoch
     session_id      INTEGER,
     PRIMARY KEY (venue, symbol, trade_id)        -- venues number trades per symbol (Binance does)
-) STRICT;
-CREATE INDEX IF NOT EXISTS fills_recorded ON fills (recorded_ns);
-CREATE INDEX IF NOT EXISTS fills_order ON fills (client_order_id);
-"""
+) STRICT""",
+    "CREATE INDEX IF NOT EXISTS fills_recorded ON fills (recorded_ns)",
+    "CREATE INDEX IF NOT EXISTS fills_order ON fills (client_order_id)",
+)
+_FILLS_TABLE = "".join(f"{statement};\n" for statement in _FILLS_DDL)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sessions (

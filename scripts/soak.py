@@ -592,9 +592,9 @@ class Soak:
         """Freeze every market, then wait until the engine's book of each venue (the checksum of its best
         levels it exports) equals the server's own depth — after whatever gaps, drops and resyncs the run
         went through; then let the markets move again."""
-        for s in self.servers.values():
-            s.admin("POST", "/admin/halt", {"symbol": SYMBOL, "halted": True})
         try:
+            for s in self.servers.values():
+                s.admin("POST", "/admin/halt", {"symbol": SYMBOL, "halted": True})
             pending = set(NAMES)
             deadline = time.monotonic() + SETTLE_TIMEOUT_S
             while pending and time.monotonic() < deadline:
@@ -609,9 +609,12 @@ class Soak:
             self.report.books_compared += len(NAMES) - len(pending)
             for n in sorted(pending):
                 self.report.book_problems.append(f"run {run.index} {n}: the engine's book never equalled the server's")
-        finally:
+        finally:  # every market trades again, whatever failed above
             for s in self.servers.values():
-                s.admin("POST", "/admin/halt", {"symbol": SYMBOL, "halted": False})
+                try:
+                    s.admin("POST", "/admin/halt", {"symbol": SYMBOL, "halted": False})
+                except OSError as exc:
+                    self.report.other.append(f"server {s.name}: could not resume trading: {exc}")
 
     def _journal_orders(self, cids: set[str]) -> tuple[dict[str, Any], str]:
         """The journal's rows of ``cids`` (by primary key: quick however long the journal) and the

@@ -146,6 +146,7 @@ _ORDER_LOOKBACK_MS = 60_000  # an order filled in the window was created at most
 _ORDER_PAGES_MAX = 20
 _DEFAULT_HORIZON_S = 10.0  # a lost request's execution horizon on a venue without a signed-request window
 _CLOCK_TOLERANCE_S = 1.0  # Binance accepts timestamps up to 1 s ahead of its clock
+_IN_FLIGHT_WAIT_S = 2.0  # a cancel-all waits this long at most for submits on their way, then looks again
 
 
 class CcxtOptions(BaseModel):
@@ -876,8 +877,13 @@ class CcxtVenueAdapter(VenueAdapter):
             # an order we had reported as never received turned up: it must not live on
             if status in ("open", None):
                 self._spawn_cancel(st)
+            self._flush_pending_trades(st)  # its fills count, whatever we had declared
             for t in o.get("trades") or ():
                 self._on_trade_of(st, t, Liquidity.TAKER if immediate else None)
+            if venue_filled > st.venue_filled:
+                st.venue_filled = venue_filled
+            if st.venue_filled > st.filled:
+                self._fills_later(st)
             return
         if status == "rejected" and not st.accepted:
             self._reject(st, "rejected by venue")
@@ -1142,12 +1148,23 @@ class CcxtVenueAdapter(VenueAdapter):
             self.emit(CancelRejected(self.name, cid, f"{why}; the order is still open", self.clock.mono_ns()))
 
     async def _cancel_all(self, symbol: str | None) -> None:
-        ex = self.exchange
+        """Cancel what is open now, then what the submits still on their way turn into.
+
+        The first pass goes out at once: a submit whose answer was lost can take the venue's whole
+        execution horizon to resolve, and the kill switch must not wait for it. Orders that are
+        still unresolved after a short wait are left to the caller's confirmation loop (the
+        engine's shutdown and kill switch look again until none of ours is pending).
+        """
         symbols = [symbol] if symbol is not None else list(self.symbols)
-        # orders still on their way must reach the venue first, or they would outlive "cancel all"
+        await self._cancel_open(symbols)
         in_flight = [st.submit_task for st in self._orders.values() if st.submit_task and not st.submit_task.done()]
         if in_flight:
-            await asyncio.wait(in_flight, timeout=self.options.timeout_ms / 1000 * 2)
+            await asyncio.wait(in_flight, timeout=min(self.options.timeout_ms / 1000, _IN_FLIGHT_WAIT_S))
+            await self._cancel_open(symbols)
+        await self._settle_all(symbols)
+
+    async def _cancel_open(self, symbols: list[str]) -> None:
+        ex = self.exchange
         account_wide = self.capabilities.cancel_all and self.options.cancel_all_scope == "account"
         for sym in symbols:
             try:
@@ -1155,15 +1172,17 @@ class CcxtVenueAdapter(VenueAdapter):
                     canceled = await self._call("cancel all", ex.cancel_all_orders, sym, idempotent=True)
                     for o in canceled or ():
                         self._on_cancel_all_answer(o)
-                else:
-                    listed = await self._call("open orders", ex.fetch_open_orders, sym, idempotent=True)
-                    ours = [o for o in listed if self._tracked_for(o) or self._own_cid(o.get("clientOrderId"))]
-                    await asyncio.gather(*(self._cancel_listed(o, sym) for o in ours))
+                    continue
+                listed = await self._call("open orders", ex.fetch_open_orders, sym, idempotent=True)
             except ccxt.OrderNotFound:
-                pass  # nothing open on that symbol
+                continue  # nothing open on that symbol
             except Exception as exc:  # noqa: BLE001
                 raise to_hft_error(exc, self.name, f"cancel all {sym}") from None
-        await self._settle_all(symbols)
+            ours = [o for o in listed if self._tracked_for(o) or self._own_cid(o.get("clientOrderId"))]
+            results = await asyncio.gather(*(self._cancel_listed(o, sym) for o in ours), return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:  # the others went out; say what did not
+                raise to_hft_error(failed[0], self.name, f"cancel all {sym}: {len(failed)} of {len(ours)} cancels")
 
     async def _cancel_listed(self, o: dict, symbol: str) -> None:
         """Cancel one order found open during a cancel-all; what it became is settled afterwards."""
@@ -1175,7 +1194,7 @@ class CcxtVenueAdapter(VenueAdapter):
             self._on_cancel_all_answer(answer)
 
     def _on_cancel_all_answer(self, o: dict) -> None:
-        st = self._by_vid.get((o.get("symbol"), str(o.get("id"))))
+        st = self._tracked_for(o)
         if st is None:
             return
         filled = _opt_fixed(o.get("filled"), 0)

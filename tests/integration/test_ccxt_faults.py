@@ -348,6 +348,31 @@ async def test_shutdown_waits_out_a_submit_of_unknown_outcome_and_cancels_what_i
     assert order.status is OrderStatus.CANCELED
 
 
+async def test_cancel_all_does_not_wait_for_a_submit_of_unknown_outcome(tmp_path):
+    """The kill switch pulls what rests at once, even while another submit is still being resolved."""
+    server = await start_server(auto=False)
+    engine = await start_engine(tmp_path, server, options={
+        "timeout_ms": 2000, "recv_window_ms": 5000, "lost_order_check_interval_s": 0.05, "use_streams": False,
+    })
+    adapter = engine.adapters["lx"]
+    try:
+        resting = engine.submit_order("lx", SYM, Side.SELL, P("0.02"), server.engine(SYM).best_ask()[0] + P("5"))
+        await until(lambda: resting.status is OrderStatus.OPEN)
+        server.faults.update({"late_order_next": 1, "late_order_ms": 3500})
+        unknown = engine.submit_order("lx", SYM, Side.SELL, P("0.02"), server.engine(SYM).best_ask()[0] + P("6"))
+        await until(lambda: adapter.stats["submit_unknown_outcome"] == 1)
+        engine.spawn(adapter.cancel_all(), "cancel-all")
+        await until(lambda: resting.client_order_id not in server_open(server))
+        assert unknown.status is OrderStatus.PENDING  # still being resolved while the resting one went
+        await until(lambda: unknown.status.is_done or unknown.client_order_id in server_open(server))
+    finally:
+        summary = await engine.stop()  # whatever the late one became, shutdown cancels it
+        left = server_open(server)
+        await server.stop()
+    assert resting.status is OrderStatus.CANCELED
+    assert summary.open_orders_left == {"lx": 0} and left == {}
+
+
 @pytest.mark.parametrize("fault", ["5xx-before", "drop-504-after", "drop-close-after", "timeout"])
 async def test_cancel_through_5xx_or_timeout_ends_in_a_state_the_venue_confirms(tmp_path, fault):
     server = await start_server(auto=False)

@@ -144,6 +144,31 @@ def test_a_v1_journal_is_upgraded_with_its_fills(tmp_path, caplog):
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
 
 
+def test_a_failed_upgrade_leaves_the_v1_journal_as_it_was(tmp_path, monkeypatch):
+    import hft.journal
+
+    path = tmp_path / "v1.sqlite"
+    with Journal(path) as j:
+        j.record_fill(fill("7"))
+    _downgrade_fills_to_v1(path)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version = 1")
+    con.close()
+    broken = (*hft.journal._FILLS_DDL, "CREATE INDEX fails ON no_such_table (x)")  # fails after the rebuild began
+    monkeypatch.setattr(hft.journal, "_FILLS_DDL", broken)
+    with pytest.raises(JournalError, match="no_such_table"):
+        Journal(path).open()
+    con = sqlite3.connect(path)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 1 and "fills_v1" not in tables
+    assert con.execute("SELECT trade_id FROM fills").fetchall() == [("7",)]
+    con.close()
+    monkeypatch.undo()
+    with Journal(path) as j:  # and the next start upgrades it
+        assert [f.trade_id for f in j.fills()] == ["7"]
+        assert j._query("PRAGMA user_version")[0][0] == 2
+
+
 def test_a_journal_whose_tables_differ_from_its_label_is_refused(tmp_path):
     path = tmp_path / "relabelled.sqlite"
     with Journal(path) as j:
