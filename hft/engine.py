@@ -208,6 +208,15 @@ class Engine:
         self._started_ns = self.clock.mono_ns()
         self._started_wall_ns = self.clock.now_ns()
         await asyncio.gather(*(a.connect() for a in self.adapters.values()))
+        shutdown_s = self.config.engine.shutdown_timeout_s
+        for name, adapter in self.adapters.items():
+            horizon = adapter.unknown_outcome_horizon_s()
+            if horizon > shutdown_s:
+                log.warning(
+                    "venue %s: a submit whose answer is lost can take up to %.1fs to resolve, longer than "
+                    "engine.shutdown_timeout_s (%.1fs): one lost just before a stop would be reported as possibly "
+                    "open", name, horizon, shutdown_s,
+                )
         await self._restore_and_reconcile()
         for name, adapter in self.adapters.items():
             self._vm[name].venue_up.set(1)

@@ -145,6 +145,10 @@ class VenueAdapter:
     async def fetch_open_orders(self, symbol: str | None = None) -> list[OpenOrderSnapshot]:
         return await self._fetch_open_orders(symbol)
 
+    def unknown_outcome_horizon_s(self) -> float:
+        """How long a submit whose answer was lost can take to resolve (0: answers are never lost)."""
+        return 0.0
+
     async def fetch_balances(self) -> dict[str, Balance]:
         return await self._fetch_balances()
 

@@ -805,6 +805,9 @@ class CcxtVenueAdapter(VenueAdapter):
                          f"horizon; {type(cause).__name__}: {clean_message(cause)})")
         self._reconcile_soon()
 
+    def unknown_outcome_horizon_s(self) -> float:
+        return self.options.timeout_ms / 1000 + self._execution_horizon_s()
+
     def _execution_horizon_s(self) -> float:
         """Seconds after a request within which the venue may still execute it, with clock tolerance."""
         o: CcxtOptions = self.options

@@ -373,6 +373,22 @@ async def test_cancel_all_does_not_wait_for_a_submit_of_unknown_outcome(tmp_path
     assert summary.open_orders_left == {"lx": 0} and left == {}
 
 
+@pytest.mark.parametrize("shutdown_s, warned", [(5.0, True), (10.0, False)])
+async def test_start_warns_when_shutdown_cannot_wait_out_a_lost_submit(tmp_path, caplog, shutdown_s, warned):
+    server = await start_server(auto=False)
+    cfg, venues, strategies = app_config(tmp_path, server, options={"timeout_ms": 2000, "recv_window_ms": 5000})
+    cfg.engine.shutdown_timeout_s = shutdown_s  # a lost submit resolves within 2 + 5 + 1 = 8 s at most
+    engine = Engine(cfg, venue_registry=venues, strategy_registry=strategies, metrics=Metrics(CollectorRegistry()))
+    engine.build(with_strategy=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="hft.engine"):
+            await engine.start()
+    finally:
+        await engine.stop()
+        await server.stop()
+    assert ("up to 8.0s to resolve" in caplog.text) is warned, caplog.text
+
+
 @pytest.mark.parametrize("fault", ["5xx-before", "drop-504-after", "drop-close-after", "timeout"])
 async def test_cancel_through_5xx_or_timeout_ends_in_a_state_the_venue_confirms(tmp_path, fault):
     server = await start_server(auto=False)
