@@ -75,7 +75,10 @@ async def test_prometheus_scrapes_orders_fills_latency_and_pnl(tmp_path):
                         got = {k: await asyncio.to_thread(_query, prom_port, q) for k, q in queries.items()}
                     except OSError:
                         got = {}
-                    if got and got["fills"] and float(got["fills"][0]["value"][1]) > 0:
+                    # every series answered (a scrape may land between two of these queries) and a fill seen
+                    if got and all(got.values()) and all(
+                        float(got[k][0]["value"][1]) > 0 for k in ("fills", "tick_to_order")
+                    ):
                         seen.update(got)
                         return
                     await asyncio.sleep(0.1)
