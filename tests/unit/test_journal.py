@@ -126,14 +126,19 @@ def _downgrade_fills_to_v1(path: Path) -> None:
     con.close()
 
 
-def test_a_v1_journal_is_upgraded_with_its_fills(tmp_path, caplog):
-    path = tmp_path / "v1.sqlite"
+def _v1_journal_with_one_fill(path: Path) -> Path:
+    """A journal as schema v1 left it (label and fills key), holding trade "7"."""
     with Journal(path) as j:
         j.record_fill(fill("7"))
     _downgrade_fills_to_v1(path)
     con = sqlite3.connect(path)
     con.execute("PRAGMA user_version = 1")
     con.close()
+    return path
+
+
+def test_a_v1_journal_is_upgraded_with_its_fills(tmp_path, caplog):
+    path = _v1_journal_with_one_fill(tmp_path / "v1.sqlite")
     with caplog.at_level(logging.WARNING, logger="hft.journal"), Journal(path) as j:
         eth = Fill("alpha", "ETH/USDT", "h1-2", "7", Side.BUY, P("3000"), P("0.1"), P("0.03"), "USDT",
                    Liquidity.MAKER)
@@ -147,13 +152,7 @@ def test_a_v1_journal_is_upgraded_with_its_fills(tmp_path, caplog):
 def test_a_failed_upgrade_leaves_the_v1_journal_as_it_was(tmp_path, monkeypatch):
     import hft.journal
 
-    path = tmp_path / "v1.sqlite"
-    with Journal(path) as j:
-        j.record_fill(fill("7"))
-    _downgrade_fills_to_v1(path)
-    con = sqlite3.connect(path)
-    con.execute("PRAGMA user_version = 1")
-    con.close()
+    path = _v1_journal_with_one_fill(tmp_path / "v1.sqlite")
     broken = (*hft.journal._FILLS_DDL, "CREATE INDEX fails ON no_such_table (x)")  # fails after the rebuild began
     monkeypatch.setattr(hft.journal, "_FILLS_DDL", broken)
     with pytest.raises(JournalError, match="no_such_table"):
